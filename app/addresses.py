@@ -1,0 +1,98 @@
+"""Canonical forms of domain names and addresses.
+
+Postfix and Dovecot compare strings exactly, while MariaDB compares them
+case-insensitively: everything is stored in one canonical form (lower case,
+internationalised domains as IDNA A-labels) so every backend answers the
+lookups alike. Errors never echo more than the offending part's kind.
+"""
+
+import re
+
+import idna
+
+DOMAIN_MAX_BYTES = 50  # virtual_domains.name varchar(50)
+ADDRESS_MAX_BYTES = 100  # virtual_users.email, virtual_aliases.source/destination varchar(100)
+LOCAL_PART_MAX_BYTES = 64  # RFC 5321
+
+# RFC 5322 dot-atom text without "/", "|", "%" and "!": "/" would reach into the
+# maildir path (/var/vmail/%d/%n); "|", "%" and "!" carry routing meaning in Postfix.
+_ATOM = r"[a-z0-9#$&'*+=?^_`{}~-]+"
+_LOCAL_PART = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def normalize_domain(value: str) -> str:
+    """Return the canonical A-label form of a domain name, or raise ValueError."""
+    if not value or value != value.strip() or value.endswith("."):
+        raise ValueError("must be a domain name such as example.org, without spaces or a final dot")
+    try:
+        encoded = idna.encode(value, uts46=True, std3_rules=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        raise ValueError("is not a valid domain name") from None
+    labels = encoded.split(".")
+    if len(labels) < 2:
+        raise ValueError("must have at least two labels, such as example.org")
+    if not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError("is not a valid domain name")
+    if labels[-1].isdigit():
+        raise ValueError("must be a domain name, not an IP address")
+    if len(encoded) > DOMAIN_MAX_BYTES:
+        raise ValueError(f"is longer than {DOMAIN_MAX_BYTES} bytes in its IDNA form")
+    return encoded
+
+
+def unicode_domain(name: str) -> str:
+    """The human-readable (U-label) form of a canonical domain name."""
+    try:
+        return idna.decode(name)
+    except (idna.IDNAError, UnicodeError):
+        return name
+
+
+def split_address(value: str) -> tuple[str, str]:
+    local, sep, domain = value.rpartition("@")
+    if not sep or not local:
+        raise ValueError("must be an address such as user@example.org")
+    return local, domain
+
+
+def normalize_local_part(local: str) -> str:
+    if not local.isascii():
+        raise ValueError("must have an ASCII local part (the part before @)")
+    local = local.lower()
+    if len(local) > LOCAL_PART_MAX_BYTES:
+        raise ValueError(f"has a local part longer than {LOCAL_PART_MAX_BYTES} bytes")
+    if not _LOCAL_PART.fullmatch(local):
+        raise ValueError(
+            "has an invalid local part: use letters, digits and . # $ & ' * + = ? ^ _ ` { } ~ -,"
+            " with no leading, trailing or double dot"
+        )
+    return local
+
+
+def _fit(address: str) -> str:
+    if len(address) > ADDRESS_MAX_BYTES:
+        raise ValueError(f"is longer than {ADDRESS_MAX_BYTES} bytes")
+    return address
+
+
+def normalize_address(value: str) -> str:
+    """Return ``local@domain`` in canonical form, or raise ValueError."""
+    local, domain = split_address(value)
+    return _fit(f"{normalize_local_part(local)}@{normalize_domain(domain)}")
+
+
+def normalize_alias_source(value: str) -> str:
+    """An address, or ``@domain`` for a catch-all."""
+    if value.startswith("@"):
+        return _fit("@" + normalize_domain(value[1:]))
+    return normalize_address(value)
+
+
+def domain_of(address: str) -> str:
+    """The domain part of a canonical address or ``@domain`` source."""
+    return address.rpartition("@")[2]
+
+
+def local_part_of(address: str) -> str:
+    return address.rpartition("@")[0]

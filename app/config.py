@@ -1,0 +1,29 @@
+"""Settings, read once from the environment (prefix ``MAILPROV_``)."""
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MAILPROV_", env_file=".env", extra="ignore")
+
+    ENVIRONMENT: Literal["development", "production"] = "development"
+    # SQLite file next to where the service runs: nothing to install.
+    DATABASE_URL: str = "sqlite:///./mailprov.db"
+    # Seconds a new database connection may take before the request fails with 503.
+    DATABASE_CONNECT_TIMEOUT: int = Field(default=5, ge=1, le=60)
+    DATABASE_POOL_SIZE: int = Field(default=5, ge=1, le=100)
+    # bcrypt cost for {BLF-CRYPT}; doveadm's default of 5 is too weak for today.
+    BCRYPT_COST: int = Field(default=12, ge=4, le=31)
+    # Where Dovecot keeps maildirs (the guide's user_query: '/var/vmail/%d/%n').
+    MAILDIR_ROOT: str = "/var/vmail"
+    PAGE_SIZE_DEFAULT: int = Field(default=50, ge=1, le=1000)
+    PAGE_SIZE_MAX: int = Field(default=500, ge=1, le=10000)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

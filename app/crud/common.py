@@ -1,0 +1,104 @@
+"""What the rules of several resources share: locks, lookups, the alias graph."""
+
+from collections.abc import Iterable, Sequence
+from pathlib import PurePosixPath
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from app import errors
+from app.addresses import domain_of, local_part_of
+from app.models import ALIAS_GRAPH_LOCK, AliasDestination, AliasRow, Domain, Lock, Mailbox
+from app.pagination import PageParams
+
+
+def lock_alias_graph(session: Session) -> None:
+    session.exec(select(Lock).where(Lock.name == ALIAS_GRAPH_LOCK).with_for_update()).first()
+
+
+def commit_or_conflict(session: Session, conflict: errors.Conflict) -> None:
+    """Commit; a uniqueness race lost to a concurrent request becomes ``conflict``."""
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise conflict from None
+
+
+def hosted_domain(session: Session, name: str) -> Domain | None:
+    return session.exec(select(Domain).where(Domain.name == name)).first()
+
+
+def require_hosted(session: Session, address: str, field: str) -> int:
+    """The id of the address's domain, which must be hosted."""
+    domain = hosted_domain(session, domain_of(address))
+    if domain is None or domain.id is None:
+        raise errors.DomainNotHosted(
+            f"{domain_of(address)} is not a domain hosted here; create it first", field=field
+        )
+    return domain.id
+
+
+def maildir(root: str, address: str) -> str:
+    """Dovecot's home for an address: user_query's '/var/vmail/%d/%n'."""
+    return str(PurePosixPath(root, domain_of(address), local_part_of(address)))
+
+
+def mailbox_exists(session: Session, address: str) -> bool:
+    return session.exec(select(Mailbox.id).where(Mailbox.email == address)).first() is not None
+
+
+def alias_sources(session: Session, addresses: Iterable[str]) -> set[str]:
+    wanted = list(set(addresses))
+    if not wanted:
+        return set()
+    rows = session.exec(
+        select(AliasRow.source).where(col(AliasRow.source).in_(wanted)).distinct()
+    ).all()
+    return set(rows)
+
+
+def mailboxes_among(session: Session, addresses: Iterable[str]) -> set[str]:
+    wanted = list(set(addresses))
+    if not wanted:
+        return set()
+    return set(session.exec(select(Mailbox.email).where(col(Mailbox.email).in_(wanted))).all())
+
+
+def page_slice(keys: Sequence[str], page: PageParams) -> tuple[int, str | None]:
+    return min(len(keys), page.limit), page.next_cursor(list(keys))
+
+
+def sources_of(rows: Iterable[AliasRow]) -> set[str]:
+    return {row.source for row in rows}
+
+
+def prune_dangling(
+    session: Session, candidates: set[str], *, refuse: bool = False
+) -> list[AliasDestination]:
+    """Remove destinations that point at local addresses which no longer exist.
+
+    ``candidates`` are addresses that may just have vanished (neither mailbox nor
+    alias source any more). Removing their rows can make further aliases vanish,
+    so this repeats until nothing changes. With ``refuse``, the first dangling
+    reference raises ``StillReferenced`` instead (and the transaction is dropped).
+    """
+    removed: list[AliasDestination] = []
+    while candidates:
+        alive = mailboxes_among(session, candidates) | alias_sources(session, candidates)
+        gone = candidates - alive
+        if not gone:
+            break
+        rows = session.exec(select(AliasRow).where(col(AliasRow.destination).in_(gone))).all()
+        if rows and refuse:
+            sources = ", ".join(sorted(sources_of(rows)))
+            raise errors.StillReferenced(
+                f"still a destination of: {sources}; remove it there first, "
+                "or repeat with cascade=true to remove those destinations too"
+            )
+        for row in rows:
+            removed.append(AliasDestination(source=row.source, destination=row.destination))
+            session.delete(row)
+        session.flush()
+        candidates = sources_of(rows)
+    return removed

@@ -1,0 +1,301 @@
+"""Every failure as RFC 9457 ``application/problem+json``.
+
+Business rules raise a ``Problem`` subclass; one handler renders it. The
+framework's own errors (unknown route, wrong method, invalid or malformed
+input) and database outages are rendered the same way, each with a stable
+``type`` (``urn:mailprov:problem:<code>``) that clients can switch on.
+"""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("mailprov")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:mailprov:problem:"
+
+
+class FieldError(BaseModel):
+    field: str
+    location: str
+    message: str
+
+
+class ProblemDetail(BaseModel):
+    """An RFC 9457 problem document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class Problem(Exception):
+    status = 400
+    code = "bad-request"
+    title = "Bad request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        field: str | None = None,
+        location: str = "body",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+        self.location = location
+        self.headers = headers or {}
+
+
+class NotFound(Problem):
+    status, code, title = 404, "not-found", "Not found"
+
+
+class DomainNotFound(NotFound):
+    code, title = "domain-not-found", "Domain not found"
+
+
+class MailboxNotFound(NotFound):
+    code, title = "mailbox-not-found", "Mailbox not found"
+
+
+class AliasNotFound(NotFound):
+    code, title = "alias-not-found", "Alias not found"
+
+
+class Conflict(Problem):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class DomainExists(Conflict):
+    code, title = "domain-exists", "Domain already exists"
+
+
+class MailboxExists(Conflict):
+    code, title = "mailbox-exists", "Mailbox already exists"
+
+
+class AliasExists(Conflict):
+    code, title = "alias-exists", "Alias already exists"
+
+
+class DestinationExists(Conflict):
+    code, title = "destination-exists", "Destination already present"
+
+
+class DomainNotEmpty(Conflict):
+    code, title = "domain-not-empty", "Domain still has mailboxes or aliases"
+
+
+class StillReferenced(Conflict):
+    code, title = "still-referenced", "Address is still an alias destination"
+
+
+class LastDestination(Conflict):
+    code, title = "last-destination", "An alias needs at least one destination"
+
+
+class UnsupportedMediaType(Problem):
+    status, code, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class Unprocessable(Problem):
+    status, code, title = 422, "validation", "Invalid input"
+
+
+class DomainNotHosted(Unprocessable):
+    code, title = "domain-not-hosted", "Domain is not hosted here"
+
+
+class UnknownDestination(Unprocessable):
+    code, title = "unknown-destination", "Local destination does not exist"
+
+
+class AliasLoop(Unprocessable):
+    code, title = "alias-loop", "Alias would loop"
+
+
+class InvalidCursor(Unprocessable):
+    code, title = "invalid-cursor", "Invalid pagination cursor"
+
+
+def problem_response(
+    request: Request,
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ProblemDetail(
+        type=TYPE_PREFIX + code,
+        title=title,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        errors=errors,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def _field_errors(exc: RequestValidationError) -> list[FieldError]:
+    errors = []
+    for err in exc.errors():
+        location, *path = [str(part) for part in err.get("loc", ())] or ["body"]
+        message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+        # Never echo the input: it may be a password.
+        errors.append(
+            FieldError(field=".".join(path) or location, location=location, message=message)
+        )
+    return errors
+
+
+_STATUS_CODES = {
+    404: ("route-not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    413: ("payload-too-large", "Payload too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        errors = None
+        if exc.field is not None:
+            errors = [FieldError(field=exc.field, location=exc.location, message=exc.detail)]
+        return problem_response(
+            request,
+            status=exc.status,
+            code=exc.code,
+            title=exc.title,
+            detail=exc.detail,
+            errors=errors,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _field_errors(exc)
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            return problem_response(
+                request,
+                status=400,
+                code="malformed-json",
+                title="Malformed JSON",
+                detail="The request body is not valid JSON.",
+            )
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        return problem_response(
+            request,
+            status=422,
+            code="validation",
+            title="Invalid input",
+            detail=detail,
+            errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code, title = _STATUS_CODES.get(exc.status_code, ("http-error", "HTTP error"))
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"No route matches {request.url.path}."
+        if exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}."
+        return problem_response(
+            request,
+            status=exc.status_code,
+            code=code,
+            title=title,
+            detail=detail,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A concurrent request won a uniqueness or reference race; the transaction rolled back.
+        return problem_response(
+            request,
+            status=409,
+            code="conflict",
+            title="Conflict",
+            detail="A concurrent change conflicts with this request; nothing was changed.",
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(request: Request, exc: OperationalError) -> JSONResponse:
+        # Connection-level failures: the database is down or unreachable.
+        logger.warning("database unavailable: %s", type(exc.orig).__name__)
+        return problem_response(
+            request,
+            status=503,
+            code="database-unavailable",
+            title="Database unavailable",
+            detail="The database cannot be reached; retry shortly.",
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        logger.error("database error: %s", type(exc.orig).__name__)
+        return problem_response(
+            request,
+            status=503,
+            code="database-error",
+            title="Database error",
+            detail="The database could not complete the request; nothing was changed.",
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            request,
+            status=500,
+            code="internal",
+            title="Internal error",
+            detail="The server failed to handle the request; nothing was changed.",
+        )
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for the problem documents a route can answer.
+
+    Every route touches the database, so 503 is always among them."""
+    descriptions = {
+        400: "Malformed request body",
+        404: "Not found",
+        409: "Conflict with the current state",
+        415: "Request body is not application/json",
+        422: "Invalid input; `errors` names each offending field",
+        503: "Database unavailable; retry after `Retry-After` seconds",
+    }
+    return {
+        status: {
+            "model": ProblemDetail,
+            "description": descriptions.get(status, "Error"),
+            "content": {PROBLEM_MEDIA_TYPE: {}},
+        }
+        for status in sorted({*statuses, 503})
+    }

@@ -1,0 +1,100 @@
+"""Running Alembic from the service, and adopting an existing ISPmail database.
+
+A database made by hand from the guide's SQL has the three tables but no
+``alembic_version``: it is checked against the contract, stamped at the
+baseline (which would have created exactly those tables) and then upgraded,
+without any row changing.
+"""
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import BigInteger, Engine, Integer, String, inspect
+
+# Beside the package in a checkout; an installed copy (the Docker image) names it.
+MIGRATIONS = Path(
+    os.environ.get("MAILPROV_MIGRATIONS_DIR", Path(__file__).resolve().parent.parent / "migrations")
+)
+BASELINE = "0001"
+
+# Contract columns: name -> (type, minimum length for strings).
+CONTRACT: dict[str, dict[str, tuple[type, int]]] = {
+    "virtual_domains": {"id": (Integer, 0), "name": (String, 50)},
+    "virtual_users": {
+        "id": (Integer, 0),
+        "domain_id": (Integer, 0),
+        "email": (String, 100),
+        "password": (String, 150),
+        "quota": (Integer, 0),
+    },
+    "virtual_aliases": {
+        "id": (Integer, 0),
+        "domain_id": (Integer, 0),
+        "source": (String, 100),
+        "destination": (String, 100),
+    },
+}
+
+
+class MigrationRefused(RuntimeError):
+    """A migration found data or schema it must not touch; nothing was changed."""
+
+
+class AdoptionError(MigrationRefused):
+    """The database has ISPmail tables that do not match the contract."""
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = engine
+    return config
+
+
+@lru_cache
+def schema_head() -> str:
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert head is not None
+    return head
+
+
+def _contract_problems(engine: Engine) -> list[str]:
+    problems = []
+    inspector = inspect(engine)
+    for table, columns in CONTRACT.items():
+        found = {c["name"]: c["type"] for c in inspector.get_columns(table)}
+        for name, (kind, length) in columns.items():
+            column_type = found.get(name)
+            if column_type is None:
+                problems.append(f"{table}.{name} is missing")
+            elif kind is Integer and not isinstance(column_type, Integer | BigInteger):
+                problems.append(f"{table}.{name} is {column_type}, expected an integer")
+            elif kind is String and (
+                not isinstance(column_type, String) or (column_type.length or 0) < length
+            ):
+                problems.append(f"{table}.{name} is {column_type}, expected varchar({length})")
+    return problems
+
+
+def migrate(engine: Engine) -> str:
+    """Bring the schema to head; return what was done, for the operator."""
+    config = alembic_config(engine)
+    tables = set(inspect(engine).get_table_names())
+    ispmail = set(CONTRACT) & tables
+    adopted = False
+    if "alembic_version" not in tables and ispmail:
+        if ispmail != set(CONTRACT):
+            missing = ", ".join(sorted(set(CONTRACT) - ispmail))
+            raise AdoptionError(f"found some ISPmail tables but not {missing}; refusing to guess")
+        problems = _contract_problems(engine)
+        if problems:
+            raise AdoptionError("existing ISPmail tables differ: " + "; ".join(problems))
+        command.stamp(config, BASELINE)
+        adopted = True
+    command.upgrade(config, "head")
+    action = "adopted existing ISPmail tables, then migrated" if adopted else "migrated"
+    return f"{action} to {schema_head()}"

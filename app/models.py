@@ -1,0 +1,322 @@
+"""Table models (the shared ISPmail schema) and the API's request/response models.
+
+Table and column names, types and lengths are the contract Postfix and Dovecot
+read (see ISPMAIL.md). The API names things for people: a mailbox has an
+``address`` (column ``email``); ids never leave the service. No ``*Public``
+model has a password or hash field.
+"""
+
+from typing import Annotated, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    text,
+)
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
+
+from app.addresses import normalize_address, normalize_alias_source, normalize_domain
+from app.security import check_password, check_password_hash
+
+# ---------------------------------------------------------------- tables
+
+
+class Domain(SQLModel, table=True):
+    __tablename__ = "virtual_domains"
+    __table_args__ = (Index("uq_virtual_domains_name", "name", unique=True),)
+
+    id: int | None = SQLField(default=None, sa_column=Column(Integer, primary_key=True))
+    name: str = SQLField(sa_column=Column(String(50), nullable=False))
+
+
+class Mailbox(SQLModel, table=True):
+    __tablename__ = "virtual_users"
+    __table_args__ = (
+        UniqueConstraint("email", name="email"),
+        Index("ix_virtual_users_domain_id_email", "domain_id", "email"),
+    )
+
+    id: int | None = SQLField(default=None, sa_column=Column(Integer, primary_key=True))
+    domain_id: int = SQLField(
+        sa_column=Column(
+            Integer, ForeignKey("virtual_domains.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    email: str = SQLField(sa_column=Column(String(100), nullable=False))
+    password: str = SQLField(sa_column=Column(String(150), nullable=False))
+    quota: int = SQLField(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0"))
+    )
+
+
+class AliasRow(SQLModel, table=True):
+    """One destination of an alias; an alias is all rows with the same ``source``."""
+
+    __tablename__ = "virtual_aliases"
+    __table_args__ = (
+        Index("uq_virtual_aliases_source_destination", "source", "destination", unique=True),
+        Index("ix_virtual_aliases_domain_id_source", "domain_id", "source"),
+        Index("ix_virtual_aliases_destination", "destination"),
+    )
+
+    id: int | None = SQLField(default=None, sa_column=Column(Integer, primary_key=True))
+    domain_id: int = SQLField(
+        sa_column=Column(
+            Integer, ForeignKey("virtual_domains.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    source: str = SQLField(sa_column=Column(String(100), nullable=False))
+    destination: str = SQLField(sa_column=Column(String(100), nullable=False))
+
+
+class Lock(SQLModel, table=True):
+    """mailprov's own: rows locked to serialise changes that must see each other."""
+
+    __tablename__ = "mailprov_locks"
+
+    name: str = SQLField(sa_column=Column(String(64), primary_key=True))
+
+
+ALIAS_GRAPH_LOCK = "alias-graph"
+
+# ---------------------------------------------------------------- API models
+
+QUOTA_MAX = 2**63 - 1  # bigint
+RAW_MAX = 320  # longest input looked at before normalising
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+DomainName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=RAW_MAX,
+        description="Domain name; lower-cased and stored in IDNA A-label form (at most 50 bytes).",
+        examples=["example.org"],
+    ),
+]
+Address = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=RAW_MAX,
+        description="Email address; lower-cased, domain in IDNA A-label form, at most 100 bytes.",
+        examples=["john@example.org"],
+    ),
+]
+Quota = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=QUOTA_MAX,
+        strict=True,
+        description="Mailbox quota in bytes; 0 means unlimited.",
+        examples=[1073741824],
+    ),
+]
+Password = Annotated[
+    SecretStr,
+    Field(
+        description="Plain password: 1 to 72 UTF-8 bytes, no control characters. "
+        "Stored as a {BLF-CRYPT} bcrypt hash; never returned.",
+        examples=["summersun"],
+    ),
+]
+PasswordHash = Annotated[
+    SecretStr,
+    Field(
+        description="A pre-hashed password with a Dovecot scheme prefix, for migrations: "
+        "{BLF-CRYPT}, {SHA512-CRYPT}, {SHA256-CRYPT}, {ARGON2I}, {ARGON2ID}, {SSHA512}, {SSHA256}.",
+        examples=["{BLF-CRYPT}$2y$12$0v0cX2bXoKpTQrU7m9T8UeJmCk1mN7m1I1d6oQp0Xz5r3o2x4m5Ka"],
+    ),
+]
+
+
+def _check_secret_password(value: SecretStr | None) -> SecretStr | None:
+    if value is not None:
+        check_password(value.get_secret_value())
+    return value
+
+
+def _check_secret_hash(value: SecretStr | None) -> SecretStr | None:
+    if value is not None:
+        check_password_hash(value.get_secret_value())
+    return value
+
+
+class DomainCreate(Input):
+    name: DomainName
+
+    _normalize = field_validator("name")(normalize_domain)
+
+
+class DomainPublic(BaseModel):
+    name: str = Field(description="Canonical (A-label) name, as Postfix looks it up.")
+    name_unicode: str = Field(description="Human-readable (U-label) form of the name.")
+
+
+class DomainDetail(DomainPublic):
+    mailboxes: int = Field(description="Number of mailboxes in the domain.")
+    aliases: int = Field(description="Number of aliases (distinct sources) in the domain.")
+    maildir_root: str = Field(description="Where Dovecot keeps this domain's maildirs.")
+
+
+class DomainDeleted(BaseModel):
+    name: str
+    mailboxes_removed: int
+    aliases_removed: int
+    alias_destinations_removed: list["AliasDestination"] = Field(
+        description="Destinations removed from aliases of other domains that pointed here."
+    )
+    maildirs_kept: str = Field(
+        description="Maildirs are not deleted: this directory stays on disk until removed by hand."
+    )
+
+
+class MailboxCreate(Input):
+    address: Address
+    password: Password | None = None
+    password_hash: PasswordHash | None = None
+    quota: Quota = 0
+
+    _normalize = field_validator("address")(normalize_address)
+    _check_password = field_validator("password")(_check_secret_password)
+    _check_hash = field_validator("password_hash")(_check_secret_hash)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Self:
+        if (self.password is None) == (self.password_hash is None):
+            raise ValueError("give exactly one of password and password_hash")
+        return self
+
+
+class MailboxUpdate(Input):
+    password: Password | None = None
+    password_hash: PasswordHash | None = None
+    quota: Quota | None = None
+
+    _check_password = field_validator("password")(_check_secret_password)
+    _check_hash = field_validator("password_hash")(_check_secret_hash)
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if self.password is not None and self.password_hash is not None:
+            raise ValueError("give at most one of password and password_hash")
+        if self.password is None and self.password_hash is None and self.quota is None:
+            raise ValueError("give password, password_hash or quota")
+        return self
+
+
+class MailboxPublic(BaseModel):
+    address: str
+    domain: str
+    quota: int = Field(description="Quota in bytes; 0 means unlimited.")
+    maildir: str = Field(description="Where Dovecot keeps this mailbox's mail.")
+
+
+class AliasDestination(BaseModel):
+    source: str
+    destination: str
+
+
+class MailboxDeleted(BaseModel):
+    address: str
+    maildir_kept: str = Field(
+        description="The maildir is not deleted: it stays on disk until removed by hand."
+    )
+    alias_destinations_removed: list[AliasDestination] = Field(
+        description="With cascade: alias destinations that pointed at this mailbox, "
+        "and at aliases that vanished because of it."
+    )
+
+
+Destinations = Annotated[
+    list[Annotated[str, Field(max_length=RAW_MAX), AfterValidator(normalize_address)]],
+    Field(
+        min_length=1,
+        max_length=1000,
+        description="Where mail goes: addresses, local or external. Local ones must exist.",
+        examples=[["john@example.org", "john.doe@example.net"]],
+    ),
+]
+
+
+def _normalize_destinations(values: list[str]) -> list[str]:
+    # Duplicates (after normalising each) collapse: one row per distinct destination.
+    return list(dict.fromkeys(values))
+
+
+class AliasCreate(Input):
+    source: Address = Field(
+        description="Address, or @domain for a catch-all; lower-cased, at most 100 bytes.",
+        examples=["info@example.org", "@example.org"],
+    )
+    destinations: Destinations
+
+    _normalize = field_validator("source")(normalize_alias_source)
+    _normalize_destinations = field_validator("destinations")(_normalize_destinations)
+
+
+class AliasUpdate(Input):
+    destinations: Destinations
+
+    _normalize_destinations = field_validator("destinations")(_normalize_destinations)
+
+
+class DestinationAdd(Input):
+    destination: Address
+
+    _normalize = field_validator("destination")(normalize_address)
+
+
+class AliasPublic(BaseModel):
+    source: str
+    domain: str
+    catch_all: bool = Field(description="True for an @domain source.")
+    destinations: list[str] = Field(description="Sorted destinations, one row each in the table.")
+
+
+class AliasDeleted(BaseModel):
+    source: str
+    destinations_removed: list[str]
+    alias_destinations_removed: list[AliasDestination] = Field(
+        description="With cascade: destinations of other aliases that pointed at this one."
+    )
+
+
+class Page(BaseModel):
+    total: int = Field(description="Number of items matching the filters, on all pages.")
+    limit: int
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class DomainsPage(Page):
+    items: list[DomainPublic]
+
+
+class MailboxesPage(Page):
+    items: list[MailboxPublic]
+
+
+class AliasesPage(Page):
+    items: list[AliasPublic]

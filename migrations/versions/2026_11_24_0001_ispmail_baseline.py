@@ -1,0 +1,69 @@
+"""The ISPmail tables, exactly as the guide creates them.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-24
+
+An existing database made from the guide's SQL is stamped at this revision
+instead of running it (app/migrate.py).
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+from app.migrate import MigrationRefused
+
+revision: str = "0001"
+down_revision: str | None = None
+branch_labels = None
+depends_on = None
+
+MYSQL = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+TABLES = ("virtual_aliases", "virtual_users", "virtual_domains")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "virtual_domains",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(50), nullable=False),
+        **MYSQL,
+    )
+    op.create_table(
+        "virtual_users",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column(
+            "domain_id",
+            sa.Integer,
+            sa.ForeignKey("virtual_domains.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("email", sa.String(100), nullable=False),
+        sa.Column("password", sa.String(150), nullable=False),
+        sa.Column("quota", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+        sa.UniqueConstraint("email", name="email"),
+        **MYSQL,
+    )
+    op.create_table(
+        "virtual_aliases",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column(
+            "domain_id",
+            sa.Integer,
+            sa.ForeignKey("virtual_domains.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("source", sa.String(100), nullable=False),
+        sa.Column("destination", sa.String(100), nullable=False),
+        **MYSQL,
+    )
+
+
+def downgrade() -> None:
+    # These tables are what Postfix and Dovecot read: never drop rows by downgrading.
+    bind = op.get_bind()
+    for table in TABLES:
+        if bind.execute(sa.text(f"SELECT 1 FROM {table} LIMIT 1")).first() is not None:
+            raise MigrationRefused(f"{table} has rows; refusing to drop the ISPmail tables")
+    for table in TABLES:
+        op.drop_table(table)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Set up, lint, and run the whole test suite on SQLite, MariaDB and PostgreSQL.
+# Backends to run can be narrowed: scripts/test.sh sqlite  (default: all three).
+# Extra pytest arguments after --: scripts/test.sh sqlite -- -k aliases
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+backends=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do backends+=("$1"); shift; done
+[ "${1:-}" = "--" ] && shift
+[ ${#backends[@]} -gt 0 ] || backends=(sqlite mariadb postgresql)
+
+./scripts/setup.sh
+if ! command -v curl >/dev/null; then  # the README test runs its curl examples
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl
+    else
+        echo "test: curl is needed" >&2
+        exit 1
+    fi
+fi
+
+echo "== lint"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy app
+
+status=0
+for backend in "${backends[@]}"; do
+    if [ "$backend" != sqlite ]; then
+        rc=0
+        ./scripts/dbservers.sh "$backend" || rc=$?
+        if [ $rc -ne 0 ]; then
+            if [ "${CI:-}" = true ] || [ $rc -ne 3 ]; then
+                echo "test: $backend server not available" >&2
+                exit 1
+            fi
+            echo "test: SKIPPING $backend: no server could be had here (CI would fail)" >&2
+            continue
+        fi
+    fi
+    echo "== tests on $backend"
+    rc=0
+    MAILPROV_TEST_BACKEND=$backend .venv/bin/pytest "$@" || rc=$?
+    [ $rc -eq 0 ] || status=$rc
+done
+exit $status
