@@ -1,5 +1,6 @@
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,17 @@ def app(settings: Settings, engine: Engine) -> Iterator[FastAPI]:
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app) as client:
         yield client
+
+
+@contextmanager
+def api_client(settings: Settings) -> Iterator[TestClient]:
+    """A TestClient on a new app for these settings, sending what the API requires."""
+    app = create_app(settings)
+    try:
+        with TestClient(app) as client:
+            yield client
+    finally:
+        app.state.engine.dispose()
 
 
 def sql(engine: Engine, statement: str, **params: Any) -> list[tuple[Any, ...]]:

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -22,8 +23,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass
+class Live:
+    base: str  # e.g. http://127.0.0.1:43123
+    headers: dict[str, str]  # what every API call must send (authentication)
+
+
 @contextmanager
-def live_server(database_url: str, **env: str) -> Iterator[str]:
+def live_server(database_url: str, *, workers: int = 1, **env: str) -> Iterator[Live]:
     port = free_port()
     environment = (
         os.environ
@@ -64,7 +71,7 @@ def live_server(database_url: str, **env: str) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("mailprov serve did not become ready within 30 s")
             time.sleep(0.1)
-        yield base
+        yield Live(base=base, headers={})
     finally:
         process.terminate()
         try:

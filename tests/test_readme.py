@@ -30,7 +30,8 @@ def test_readme_shows_every_everyday_task() -> None:
 
 
 def test_readme_curl_examples_run_in_order(fresh_database_url: str) -> None:
-    with live_server(fresh_database_url) as base:
+    with live_server(fresh_database_url) as live:
+        base = live.base
         for block in curl_blocks():
             script = block.replace(WRITTEN_BASE, base)
             result = subprocess.run(
