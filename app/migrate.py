@@ -13,7 +13,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import BigInteger, Engine, Integer, String, inspect
+from sqlalchemy import BigInteger, Connection, Engine, Integer, String, inspect, text
 
 # Beside the package in a checkout; an installed copy (the Docker image) names it.
 MIGRATIONS = Path(
@@ -48,6 +48,13 @@ class AdoptionError(MigrationRefused):
     """The database has ISPmail tables that do not match the contract."""
 
 
+def refuse_to_drop_rows(bind: Connection) -> None:
+    """These tables are what Postfix and Dovecot read: never drop rows by downgrading."""
+    for table in ("virtual_aliases", "virtual_users", "virtual_domains"):
+        if bind.execute(text(f"SELECT 1 FROM {table} LIMIT 1")).first() is not None:
+            raise MigrationRefused(f"{table} has rows; refusing to drop the ISPmail tables")
+
+
 def alembic_config(engine: Engine) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -77,6 +84,27 @@ def _contract_problems(engine: Engine) -> list[str]:
                 not isinstance(column_type, String) or (column_type.length or 0) < length
             ):
                 problems.append(f"{table}.{name} is {column_type}, expected varchar({length})")
+        if "domain_id" in columns:
+            cascading = [
+                fk
+                for fk in inspector.get_foreign_keys(table)
+                if fk["constrained_columns"] == ["domain_id"]
+                and fk["referred_table"] == "virtual_domains"
+                and (fk.get("options") or {}).get("ondelete", "").upper() == "CASCADE"
+            ]
+            if not cascading:
+                problems.append(
+                    f"{table}.domain_id lacks its foreign key to virtual_domains(id) "
+                    "ON DELETE CASCADE"
+                )
+    unique_sets: set[tuple[str | None, ...]] = {
+        tuple(c["column_names"]) for c in inspector.get_unique_constraints("virtual_users")
+    }
+    unique_sets |= {
+        tuple(i["column_names"]) for i in inspector.get_indexes("virtual_users") if i["unique"]
+    }
+    if ("email",) not in unique_sets:
+        problems.append("virtual_users.email is not UNIQUE")
     return problems
 
 

@@ -10,9 +10,12 @@ import base64
 import binascii
 import re
 import unicodedata
+import warnings
 from collections.abc import Callable
+from typing import Any
 
 from passlib.hash import bcrypt, sha256_crypt, sha512_crypt
+from passlib.utils.binary import Base64Engine, bcrypt64, h64
 
 PASSWORD_MAX_BYTES = 72  # bcrypt reads no more; Dovecot's C code stops at NUL
 HASH_MAX_LENGTH = 150  # virtual_users.password varchar(150)
@@ -22,7 +25,12 @@ def check_password(password: str) -> str:
     """Refuse what bcrypt or Dovecot would silently truncate; return the password."""
     if not password:
         raise ValueError("must not be empty")
-    if len(password.encode("utf-8")) > PASSWORD_MAX_BYTES:
+    try:
+        encoded = password.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON "\\ud800"): not text; never say where it was.
+        raise ValueError("must be valid Unicode text") from None
+    if len(encoded) > PASSWORD_MAX_BYTES:
         raise ValueError(
             f"is longer than {PASSWORD_MAX_BYTES} bytes in UTF-8; bcrypt would ignore the rest"
         )
@@ -47,10 +55,40 @@ def verify_password(password: str, stored: str) -> bool:
 def _parses(handler: Callable[[str], object]) -> Callable[[str], bool]:
     def check(digest: str) -> bool:
         try:
-            handler(digest)
-        except (ValueError, TypeError):
+            with warnings.catch_warnings():
+                # passlib only warns about what crypt(3) would silently re-encode.
+                warnings.simplefilter("error")
+                handler(digest)
+        except (ValueError, TypeError, Warning):
             return False
         return True
+
+    return check
+
+
+def _canonical(engine: Base64Engine, text: str) -> bool:
+    """No unused bits set in the last character: crypt(3) would re-encode it, and
+    Dovecot's comparison with the stored string would then always fail."""
+    repaired, _ = engine.check_repair_unused(text)
+    return not repaired
+
+
+def _bcrypt(digest: str) -> bool:
+    if digest[:4] not in ("$2a$", "$2b$", "$2y$") or not _parses(bcrypt.from_string)(digest):
+        return False
+    salt_and_checksum = digest.rpartition("$")[2]
+    return _canonical(bcrypt64, salt_and_checksum[:22]) and _canonical(
+        bcrypt64, salt_and_checksum[22:]
+    )
+
+
+def _sha_crypt(prefix: str, handler: Any) -> Callable[[str], bool]:
+    def check(digest: str) -> bool:
+        return (
+            digest.startswith(prefix)
+            and _parses(handler.from_string)(digest)
+            and _canonical(h64, digest.rpartition("$")[2])
+        )
 
     return check
 
@@ -66,17 +104,50 @@ def _salted_digest(digest_size: int) -> Callable[[str], bool]:
     return check
 
 
-_ARGON2 = re.compile(r"\$argon2(?:i|id)\$v=19\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+")
+_ARGON2 = re.compile(
+    r"\$(argon2(?:i|id))\$v=19\$m=(\d{1,10}),t=(\d{1,10}),p=(\d{1,8})"
+    r"\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)"
+)
 
-_bcrypt_digest = _parses(bcrypt.from_string)
+
+def _unpadded_b64(text: str) -> bytes | None:
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    # Only the canonical encoding decodes in libargon2.
+    return raw if base64.b64encode(raw).decode().rstrip("=") == text else None
+
+
+def _argon2(variant: str) -> Callable[[str], bool]:
+    """Parameters and lengths libargon2 accepts when it decodes the hash."""
+
+    def check(digest: str) -> bool:
+        match = _ARGON2.fullmatch(digest)
+        if not match or match.group(1) != variant:
+            return False
+        memory, passes, lanes = (int(match.group(i)) for i in (2, 3, 4))
+        salt, raw_hash = _unpadded_b64(match.group(5)), _unpadded_b64(match.group(6))
+        return (
+            1 <= lanes <= 0xFFFFFF
+            and 1 <= passes <= 0xFFFFFFFF
+            and 8 * lanes <= memory <= 0xFFFFFFFF
+            and salt is not None
+            and len(salt) >= 8
+            and raw_hash is not None
+            and len(raw_hash) >= 4
+        )
+
+    return check
+
 
 # Scheme -> check of the part after the prefix. Weak schemes (PLAIN, MD5, CRYPT) are left out.
 ACCEPTED_SCHEMES: dict[str, Callable[[str], bool]] = {
-    "BLF-CRYPT": lambda d: d[:4] in ("$2a$", "$2b$", "$2y$") and _bcrypt_digest(d),
-    "SHA512-CRYPT": lambda d: d.startswith("$6$") and _parses(sha512_crypt.from_string)(d),
-    "SHA256-CRYPT": lambda d: d.startswith("$5$") and _parses(sha256_crypt.from_string)(d),
-    "ARGON2I": lambda d: d.startswith("$argon2i$") and bool(_ARGON2.fullmatch(d)),
-    "ARGON2ID": lambda d: d.startswith("$argon2id$") and bool(_ARGON2.fullmatch(d)),
+    "BLF-CRYPT": _bcrypt,
+    "SHA512-CRYPT": _sha_crypt("$6$", sha512_crypt),
+    "SHA256-CRYPT": _sha_crypt("$5$", sha256_crypt),
+    "ARGON2I": _argon2("argon2i"),
+    "ARGON2ID": _argon2("argon2id"),
     "SSHA512": _salted_digest(64),
     "SSHA256": _salted_digest(32),
 }

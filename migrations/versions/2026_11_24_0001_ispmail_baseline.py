@@ -11,7 +11,7 @@ instead of running it (app/migrate.py).
 import sqlalchemy as sa
 from alembic import op
 
-from app.migrate import MigrationRefused
+from app.migrate import refuse_to_drop_rows
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -60,10 +60,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # These tables are what Postfix and Dovecot read: never drop rows by downgrading.
-    bind = op.get_bind()
-    for table in TABLES:
-        if bind.execute(sa.text(f"SELECT 1 FROM {table} LIMIT 1")).first() is not None:
-            raise MigrationRefused(f"{table} has rows; refusing to drop the ISPmail tables")
+    refuse_to_drop_rows(op.get_bind())
     for table in TABLES:
         op.drop_table(table)
