@@ -20,6 +20,11 @@ class Settings(BaseSettings):
     BCRYPT_COST: int = Field(default=12, ge=4, le=31)
     # Where Dovecot keeps maildirs (the guide's user_query: '/var/vmail/%d/%n').
     MAILDIR_ROOT: str = "/var/vmail"
+    # Failed keys from one client address within the window before it is answered 429.
+    AUTH_FAILURE_LIMIT: int = Field(default=20, ge=1, le=100000)
+    AUTH_FAILURE_WINDOW: int = Field(default=60, ge=1, le=86400)
+    AUTH_BLOCK_SECONDS: int = Field(default=60, ge=1, le=86400)
+    AUDIT_RETENTION_DAYS: int = Field(default=365, ge=1, le=36500)
     PAGE_SIZE_DEFAULT: int = Field(default=50, ge=1, le=1000)
     PAGE_SIZE_MAX: int = Field(default=500, ge=1, le=10000)
 

@@ -75,6 +75,10 @@ class AliasNotFound(NotFound):
     code, title = "alias-not-found", "Alias not found"
 
 
+class Forbidden(Problem):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
 class Conflict(Problem):
     status, code, title = 409, "conflict", "Conflict"
 

@@ -1,18 +1,26 @@
 """The ASGI application."""
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from app import __version__
+from app.audit import audit_trail, purge
+from app.auth import READ
 from app.config import Settings
-from app.db import create_db_engine
+from app.db import create_db_engine, open_session
 from app.deps import require_json_body
 from app.errors import install_error_handlers
 from app.migrate import schema_head
 from app.openapi import install_openapi
-from app.routes import aliases, domains, health, mailboxes
+from app.routes import aliases, audit, domains, health, keys, mailboxes
+
+logger = logging.getLogger("mailprov")
 
 DESCRIPTION = """
 The management plane of an ISPmail-style Postfix + Dovecot server: domains,
@@ -22,6 +30,15 @@ Every error is an RFC 9457 `application/problem+json` document whose `type`
 (`urn:mailprov:problem:<code>`) is stable. Lists are paginated by cursor.
 Postfix and Dovecot cache lookups, so a change can take a short while to be seen.
 """
+
+
+def _purge_audit(engine: Engine, retention_days: int) -> None:
+    """Retention at start; `mailprov audit-purge` from cron for long-running services."""
+    try:
+        with open_session(engine, write=True) as session:
+            purge(session, retention_days)
+    except SQLAlchemyError:
+        logger.warning("audit retention not applied at start: database unavailable")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(_purge_audit, engine, settings.AUDIT_RETENTION_DAYS)
         yield
         engine.dispose()
 
@@ -48,11 +66,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.schema_head = schema_head()
     install_error_handlers(app)
 
-    # Everything but health goes through this router, so one dependency can guard it all.
-    api = APIRouter(dependencies=[Depends(require_json_body)])
+    # Everything but health goes through this router: a valid key first, then JSON
+    # bodies only, and every change on the audit trail.
+    api = APIRouter(dependencies=[READ, Depends(require_json_body), Depends(audit_trail)])
     api.include_router(domains.router)
     api.include_router(mailboxes.router)
     api.include_router(aliases.router)
+    api.include_router(keys.router)
+    api.include_router(audit.router)
     app.include_router(health.router)
     app.include_router(api)
     install_openapi(app)

@@ -1,11 +1,13 @@
 """Alembic environment: runs against the engine mailprov hands over (app.migrate)."""
 
 from alembic import context
+from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
 import app.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from app.config import Settings
 from app.db import create_db_engine
+from app.migrate import refuse_to_drop_rows
 
 config = context.config
 engine = config.attributes.get("engine") or create_db_engine(Settings().DATABASE_URL)
@@ -19,6 +21,13 @@ with engine.connect() as connection:
         # BEGIN): a refused migration then leaves nothing half-done. MariaDB cannot.
         transactional_ddl=connection.dialect.name != "mysql",
     )
+    if (
+        context.get_revision_argument() is None
+        and "virtual_users" in inspect(connection).get_table_names()
+    ):
+        # On the way down to "base": MariaDB commits each DDL statement, so refuse
+        # before any revision drops anything, not half-way down in 0001.
+        refuse_to_drop_rows(connection)
     with context.begin_transaction():
         context.run_migrations()
     connection.commit()

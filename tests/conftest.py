@@ -14,6 +14,7 @@ from app.db import create_db_engine
 from app.main import create_app
 from app.migrate import migrate
 from tests.backends import BACKEND, scratch_database
+from tests.helpers import bearer, make_key
 
 TEST_COST = 4  # bcrypt's minimum: hashing speed is not what these tests measure
 
@@ -48,7 +49,14 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 def _empty(engine: Engine) -> None:
     with engine.begin() as conn:
-        for table in ("virtual_aliases", "virtual_users", "virtual_domains"):
+        for table in (
+            "virtual_aliases",
+            "virtual_users",
+            "virtual_domains",
+            "mailprov_audit",
+            "mailprov_api_keys",
+            "mailprov_auth_failures",
+        ):
             conn.execute(text(f"DELETE FROM {table}"))
 
 
@@ -66,7 +74,20 @@ def app(settings: Settings, engine: Engine) -> Iterator[FastAPI]:
 
 
 @pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
+def admin_key(app: FastAPI, engine: Engine) -> str:
+    return make_key(engine, name="admin")
+
+
+@pytest.fixture
+def client(app: FastAPI, admin_key: str) -> Iterator[TestClient]:
+    """An admin's client."""
+    with TestClient(app, headers=bearer(admin_key)) as client:
+        yield client
+
+
+@pytest.fixture
+def anonymous(app: FastAPI) -> Iterator[TestClient]:
+    """A client that sends no key."""
     with TestClient(app) as client:
         yield client
 
@@ -76,7 +97,8 @@ def api_client(settings: Settings) -> Iterator[TestClient]:
     """A TestClient on a new app for these settings, sending what the API requires."""
     app = create_app(settings)
     try:
-        with TestClient(app) as client:
+        key = make_key(app.state.engine, name="admin")
+        with TestClient(app, headers=bearer(key)) as client:
             yield client
     finally:
         app.state.engine.dispose()
@@ -84,8 +106,9 @@ def api_client(settings: Settings) -> Iterator[TestClient]:
 
 def sql(engine: Engine, statement: str, **params: Any) -> list[tuple[Any, ...]]:
     """Run one statement the way Postfix or Dovecot would, and return its rows."""
-    with engine.connect() as conn:
-        return [tuple(row) for row in conn.execute(text(statement), params)]
+    with engine.begin() as conn:
+        result = conn.execute(text(statement), params)
+        return [tuple(row) for row in result] if result.returns_rows else []
 
 
 @pytest.fixture

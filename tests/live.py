@@ -13,6 +13,10 @@ from pathlib import Path
 
 import httpx
 
+from app.db import create_db_engine
+from app.migrate import migrate
+from tests.helpers import make_key
+
 ROOT = Path(__file__).resolve().parent.parent
 MAILPROV = Path(sys.executable).parent / "mailprov"
 
@@ -57,6 +61,13 @@ def live_server(database_url: str, *, workers: int = 1, **env: str) -> Iterator[
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
+    # Migrate here (serve would too) so that the first admin key can be made up front.
+    engine = create_db_engine(database_url)
+    try:
+        migrate(engine)
+        key = make_key(engine, name="live-admin")
+    finally:
+        engine.dispose()
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -71,7 +82,7 @@ def live_server(database_url: str, *, workers: int = 1, **env: str) -> Iterator[
             if time.monotonic() > deadline:
                 raise RuntimeError("mailprov serve did not become ready within 30 s")
             time.sleep(0.1)
-        yield Live(base=base, headers={})
+        yield Live(base=base, headers={"Authorization": f"Bearer {key}"})
     finally:
         process.terminate()
         try:

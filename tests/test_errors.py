@@ -4,11 +4,12 @@ import json
 
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
+from fastapi.routing import RouteContext
 from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from tests.helpers import api_routes
 
 PROBLEM = "application/problem+json"
 JUNK_BODIES = [
@@ -27,8 +28,8 @@ JUNK_BODIES = [
 JUNK_SEGMENTS = ["%00", "x" * 400, "..", "a@b@c", "@", "%F0%9F%92%A9@example.org", "%20"]
 
 
-def _routes(app: FastAPI) -> list[APIRoute]:
-    return [r for r in app.routes if isinstance(r, APIRoute)]
+def _routes(app: FastAPI) -> list[RouteContext]:
+    return api_routes(app)
 
 
 def _fill(path: str, value: str) -> str:

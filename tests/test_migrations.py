@@ -34,8 +34,15 @@ from app.migrate import (
 )
 from tests.backends import BACKEND
 from tests.conftest import TEST_COST
+from tests.helpers import bearer, make_key
 
 ISPMAIL = ("virtual_domains", "virtual_users", "virtual_aliases")
+MAILPROV_TABLES = (
+    "mailprov_locks",
+    "mailprov_api_keys",
+    "mailprov_auth_failures",
+    "mailprov_audit",
+)
 GUIDE_SQL = Path(__file__).parent / "sql" / f"ispmail_guide_{BACKEND}.sql"
 MAILPROV_CLI = Path(sys.executable).parent / "mailprov"
 
@@ -276,7 +283,7 @@ def assert_mailprov_schema(engine: Engine) -> None:
 def test_migrate_empty_database_creates_contract_schema(fresh_engine: Engine) -> None:
     assert migrate(fresh_engine) == f"migrated to {schema_head()}"
 
-    assert table_names(fresh_engine) == {*ISPMAIL, "mailprov_locks", "alembic_version"}
+    assert table_names(fresh_engine) == {*ISPMAIL, *MAILPROV_TABLES, "alembic_version"}
     assert_contract_schema(fresh_engine)
     assert_mailprov_schema(fresh_engine)
 
@@ -342,7 +349,7 @@ def test_migrate_guide_database_adopts_rows_unchanged(fresh_engine: Engine) -> N
 
     assert result == f"adopted existing ISPmail tables, then migrated to {schema_head()}"
     assert rows(fresh_engine) == before_rows
-    assert table_names(fresh_engine) == {*ISPMAIL, "mailprov_locks", "alembic_version"}
+    assert table_names(fresh_engine) == {*ISPMAIL, *MAILPROV_TABLES, "alembic_version"}
     for table in ISPMAIL:
         # Not one column, key or constraint of the guide's tables changed: 0002 only adds indexes.
         assert definition(fresh_engine, table) == before_tables[table], table
@@ -371,8 +378,9 @@ def test_serve_api_on_adopted_database(fresh_database_url: str, fresh_engine: En
     migrate(fresh_engine)
     before = rows(fresh_engine)
     app = create_app(Settings(DATABASE_URL=fresh_database_url, BCRYPT_COST=TEST_COST))
+    key = make_key(fresh_engine, name="adopter")
 
-    with TestClient(app) as client:
+    with TestClient(app, headers=bearer(key)) as client:
         example_org = client.get("/domains/example.org")
         assert example_org.status_code == 200
         assert example_org.json() == {

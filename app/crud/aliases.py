@@ -10,6 +10,7 @@ from app.addresses import domain_of
 from app.crud.common import (
     alias_sources,
     commit_or_conflict,
+    in_scope,
     lock_alias_graph,
     mailboxes_among,
     page_slice,
@@ -45,13 +46,29 @@ def _require_alias(session: Session, source: str) -> list[AliasRow]:
     return rows
 
 
-def _check_destinations(session: Session, source: str, destinations: list[str], field: str) -> None:
-    """Local destinations must exist; no alias may reach itself again."""
+def _check_destinations(
+    session: Session,
+    source: str,
+    destinations: list[str],
+    field: str,
+    scope: frozenset[str] | None,
+) -> None:
+    """Local destinations must exist; no alias may reach itself again.
+
+    A key limited to ``scope`` may deliver to its own domains and to domains not
+    hosted here, not into other hosted domains (that are another tenant's)."""
     hosted = set(
         session.exec(
             select(Domain.name).where(col(Domain.name).in_({domain_of(d) for d in destinations}))
         ).all()
     )
+    if scope is not None:
+        for destination in destinations:
+            if domain_of(destination) in hosted and domain_of(destination) not in scope:
+                raise errors.Forbidden(
+                    f"{domain_of(destination)} is hosted here but outside this key's domains",
+                    field=field,
+                )
     local = [d for d in destinations if domain_of(d) in hosted]
     mailboxes = mailboxes_among(session, local)
     aliases = alias_sources(session, local)
@@ -85,7 +102,9 @@ def _check_destinations(session: Session, source: str, destinations: list[str], 
         frontier = alias_sources(session, next_hops - seen)
 
 
-def create_alias(session: Session, source: str, destinations: list[str]) -> AliasPublic:
+def create_alias(
+    session: Session, source: str, destinations: list[str], scope: frozenset[str] | None = None
+) -> AliasPublic:
     lock_alias_graph(session)
     domain_id = require_hosted(session, source, "source")
     exists = errors.AliasExists(
@@ -93,7 +112,7 @@ def create_alias(session: Session, source: str, destinations: list[str]) -> Alia
     )
     if _alias_rows(session, source):
         raise exists
-    _check_destinations(session, source, destinations, "destinations")
+    _check_destinations(session, source, destinations, "destinations", scope)
     for destination in destinations:
         session.add(AliasRow(domain_id=domain_id, source=source, destination=destination))
     commit_or_conflict(session, exists)
@@ -106,8 +125,11 @@ def list_aliases(
     domain: str | None = None,
     source: str | None = None,
     destination: str | None = None,
+    scope: frozenset[str] | None = None,
 ) -> tuple[list[AliasPublic], int, str | None]:
     conditions: list[ColumnElement[bool]] = []
+    if scope is not None:
+        conditions.append(in_scope(col(AliasRow.domain_id), scope))
     if domain is not None:
         domain_id = select(Domain.id).where(Domain.name == domain).scalar_subquery()
         conditions.append(col(AliasRow.domain_id) == domain_id)
@@ -138,10 +160,12 @@ def read_alias(session: Session, source: str) -> AliasPublic:
     return _alias_public(source, (r.destination for r in _require_alias(session, source)))
 
 
-def replace_destinations(session: Session, source: str, destinations: list[str]) -> AliasPublic:
+def replace_destinations(
+    session: Session, source: str, destinations: list[str], scope: frozenset[str] | None = None
+) -> AliasPublic:
     lock_alias_graph(session)
     rows = _require_alias(session, source)
-    _check_destinations(session, source, destinations, "destinations")
+    _check_destinations(session, source, destinations, "destinations", scope)
     wanted = set(destinations)
     current = {row.destination for row in rows}
     for row in rows:
@@ -157,7 +181,9 @@ def replace_destinations(session: Session, source: str, destinations: list[str])
     return _alias_public(source, destinations)
 
 
-def add_destination(session: Session, source: str, destination: str) -> AliasPublic:
+def add_destination(
+    session: Session, source: str, destination: str, scope: frozenset[str] | None = None
+) -> AliasPublic:
     lock_alias_graph(session)
     rows = _require_alias(session, source)
     exists = errors.DestinationExists(
@@ -165,7 +191,7 @@ def add_destination(session: Session, source: str, destination: str) -> AliasPub
     )
     if any(row.destination == destination for row in rows):
         raise exists
-    _check_destinations(session, source, [destination], "destination")
+    _check_destinations(session, source, [destination], "destination", scope)
     session.add(AliasRow(domain_id=rows[0].domain_id, source=source, destination=destination))
     commit_or_conflict(session, exists)
     return _alias_public(source, [*(r.destination for r in rows), destination])
@@ -186,13 +212,15 @@ def remove_destination(session: Session, source: str, destination: str) -> Alias
     return _alias_public(source, (r.destination for r in rows if r is not match[0]))
 
 
-def delete_alias(session: Session, source: str, cascade: bool) -> AliasDeleted:
+def delete_alias(
+    session: Session, source: str, cascade: bool, scope: frozenset[str] | None = None
+) -> AliasDeleted:
     lock_alias_graph(session)
     rows = _require_alias(session, source)
     destinations = sorted(row.destination for row in rows)
     session.exec(delete(AliasRow).where(col(AliasRow.source) == source))
     session.flush()
-    removed = prune_dangling(session, {source}, refuse=not cascade)
+    removed = prune_dangling(session, {source}, refuse=not cascade, scope=scope)
     session.commit()
     return AliasDeleted(
         source=source, destinations_removed=destinations, alias_destinations_removed=removed

@@ -3,7 +3,9 @@
 from collections.abc import Iterable, Sequence
 from pathlib import PurePosixPath
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped
 from sqlmodel import Session, col, select
 
 from app import errors
@@ -69,12 +71,21 @@ def page_slice(keys: Sequence[str], page: PageParams) -> tuple[int, str | None]:
     return min(len(keys), page.limit), page.next_cursor(list(keys))
 
 
+def in_scope(domain_id: Mapped[int], scope: frozenset[str]) -> ColumnElement[bool]:
+    """``domain_id`` belongs to one of the ``scope`` domains."""
+    return domain_id.in_(select(Domain.id).where(col(Domain.name).in_(scope)))
+
+
 def sources_of(rows: Iterable[AliasRow]) -> set[str]:
     return {row.source for row in rows}
 
 
 def prune_dangling(
-    session: Session, candidates: set[str], *, refuse: bool = False
+    session: Session,
+    candidates: set[str],
+    *,
+    refuse: bool = False,
+    scope: frozenset[str] | None = None,
 ) -> list[AliasDestination]:
     """Remove destinations that point at local addresses which no longer exist.
 
@@ -82,6 +93,8 @@ def prune_dangling(
     alias source any more). Removing their rows can make further aliases vanish,
     so this repeats until nothing changes. With ``refuse``, the first dangling
     reference raises ``StillReferenced`` instead (and the transaction is dropped).
+    A key limited to ``scope`` may never touch, or learn the names of, aliases of
+    other domains: their references are refused with a count only.
     """
     removed: list[AliasDestination] = []
     while candidates:
@@ -90,6 +103,12 @@ def prune_dangling(
         if not gone:
             break
         rows = session.exec(select(AliasRow).where(col(AliasRow.destination).in_(gone))).all()
+        foreign = {s for s in sources_of(rows) if scope is not None and domain_of(s) not in scope}
+        if foreign:
+            raise errors.StillReferenced(
+                f"{len(foreign)} alias(es) outside this key's domains deliver here; "
+                "an admin key must remove those destinations first"
+            )
         if rows and refuse:
             sources = ", ".join(sorted(sources_of(rows)))
             raise errors.StillReferenced(

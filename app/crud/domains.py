@@ -40,9 +40,11 @@ def create_domain(session: Session, name: str) -> DomainPublic:
 
 
 def list_domains(
-    session: Session, page: PageParams, q: str | None
+    session: Session, page: PageParams, q: str | None, scope: frozenset[str] | None = None
 ) -> tuple[list[DomainPublic], int, str | None]:
     conditions: list[ColumnElement[bool]] = []
+    if scope is not None:
+        conditions.append(col(Domain.name).in_(scope))
     if q:
         conditions.append(col(Domain.name).contains(q.lower(), autoescape=True))
     total = session.exec(select(func.count()).select_from(Domain).where(*conditions)).one()

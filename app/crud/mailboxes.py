@@ -7,6 +7,7 @@ from app import errors
 from app.addresses import domain_of
 from app.crud.common import (
     commit_or_conflict,
+    in_scope,
     lock_alias_graph,
     mailbox_exists,
     maildir,
@@ -60,8 +61,11 @@ def list_mailboxes(
     maildir_root: str,
     domain: str | None = None,
     q: str | None = None,
+    scope: frozenset[str] | None = None,
 ) -> tuple[list[MailboxPublic], int, str | None]:
     conditions: list[ColumnElement[bool]] = []
+    if scope is not None:
+        conditions.append(in_scope(col(Mailbox.domain_id), scope))
     if domain is not None:
         domain_id = select(Domain.id).where(Domain.name == domain).scalar_subquery()
         conditions.append(col(Mailbox.domain_id) == domain_id)
@@ -98,7 +102,11 @@ def update_mailbox(
 
 
 def delete_mailbox(
-    session: Session, address: str, cascade: bool, maildir_root: str
+    session: Session,
+    address: str,
+    cascade: bool,
+    maildir_root: str,
+    scope: frozenset[str] | None = None,
 ) -> MailboxDeleted:
     lock_alias_graph(session)
     row = _get_mailbox(session, address)
@@ -116,7 +124,7 @@ def delete_mailbox(
         session.delete(self_row)
     session.delete(row)
     session.flush()
-    removed += prune_dangling(session, {address}, refuse=not cascade)
+    removed += prune_dangling(session, {address}, refuse=not cascade, scope=scope)
     session.commit()
     return MailboxDeleted(
         address=address,

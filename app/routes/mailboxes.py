@@ -1,6 +1,9 @@
 from fastapi import APIRouter, Response, status
 
 from app import crud
+from app.addresses import domain_of
+from app.audit import AuditDep
+from app.auth import READ, WRITE, PrincipalDep, require_domain
 from app.deps import SessionDep, SettingsDep, WriteSessionDep
 from app.errors import problem_responses
 from app.models import (
@@ -22,16 +25,24 @@ router = APIRouter(prefix="/mailboxes", tags=["mailboxes"])
     status_code=status.HTTP_201_CREATED,
     operation_id="create_mailbox",
     summary="Create a mailbox",
-    responses=problem_responses(400, 409, 415, 422),
+    dependencies=[WRITE],
+    responses=problem_responses(400, 403, 409, 415, 422),
 )
 def create_mailbox(
-    body: MailboxCreate, session: WriteSessionDep, settings: SettingsDep, response: Response
+    body: MailboxCreate,
+    session: WriteSessionDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    audit: AuditDep,
+    response: Response,
 ) -> MailboxPublic:
     """Add a row to `virtual_users`: Dovecot accepts the login and Postfix the mail.
 
     The address's domain must be hosted. Give `password` (hashed here as
     `{BLF-CRYPT}` bcrypt) or, when migrating, `password_hash` in a Dovecot scheme.
     """
+    audit.target = body.address
+    require_domain(principal, domain_of(body.address), "address", "body")
     if body.password is not None:
         # Hash before the transaction starts: bcrypt must not hold the write lock.
         stored = hash_password(body.password.get_secret_value(), settings.BCRYPT_COST)
@@ -47,17 +58,25 @@ def create_mailbox(
     "",
     operation_id="list_mailboxes",
     summary="List mailboxes",
-    responses=problem_responses(422),
+    dependencies=[READ],
+    responses=problem_responses(403, 422),
 )
 def list_mailboxes(
     session: SessionDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     page: PageDep,
     domain: DomainFilter = None,
     q: Search = None,
 ) -> MailboxesPage:
-    """Mailboxes in address order, optionally of one domain or matching a search text."""
-    items, total, cursor = crud.list_mailboxes(session, page, settings.MAILDIR_ROOT, domain, q)
+    """Mailboxes in address order, optionally of one domain or matching a search text.
+
+    A domain-scoped key sees only the mailboxes of its own domains."""
+    if domain is not None:
+        require_domain(principal, domain, "domain", "query")
+    items, total, cursor = crud.list_mailboxes(
+        session, page, settings.MAILDIR_ROOT, domain, q, principal.scope
+    )
     return MailboxesPage(items=items, total=total, limit=page.limit, next_cursor=cursor)
 
 
@@ -65,10 +84,14 @@ def list_mailboxes(
     "/{address}",
     operation_id="read_mailbox",
     summary="Read a mailbox",
-    responses=problem_responses(404, 422),
+    dependencies=[READ],
+    responses=problem_responses(403, 404, 422),
 )
-def read_mailbox(address: AddressPath, session: SessionDep, settings: SettingsDep) -> MailboxPublic:
+def read_mailbox(
+    address: AddressPath, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+) -> MailboxPublic:
     """The mailbox's address, quota and maildir. The password hash is never returned."""
+    require_domain(principal, domain_of(address), "address")
     return crud.read_mailbox(session, address, settings.MAILDIR_ROOT)
 
 
@@ -76,16 +99,24 @@ def read_mailbox(address: AddressPath, session: SessionDep, settings: SettingsDe
     "/{address}",
     operation_id="update_mailbox",
     summary="Change a mailbox's password or quota",
-    responses=problem_responses(400, 404, 415, 422),
+    dependencies=[WRITE],
+    responses=problem_responses(400, 403, 404, 415, 422),
 )
 def update_mailbox(
-    address: AddressPath, body: MailboxUpdate, session: WriteSessionDep, settings: SettingsDep
+    address: AddressPath,
+    body: MailboxUpdate,
+    session: WriteSessionDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    audit: AuditDep,
 ) -> MailboxPublic:
     """Set a new `password` (or `password_hash`) and/or `quota`.
 
     Dovecot caches logins for a short while (auth_cache_ttl): an old password may
     keep working until its cache entry expires.
     """
+    audit.target = address
+    require_domain(principal, domain_of(address), "address")
     stored = None
     if body.password is not None:
         stored = hash_password(body.password.get_secret_value(), settings.BCRYPT_COST)
@@ -98,10 +129,16 @@ def update_mailbox(
     "/{address}",
     operation_id="delete_mailbox",
     summary="Delete a mailbox",
-    responses=problem_responses(404, 409, 422),
+    dependencies=[WRITE],
+    responses=problem_responses(403, 404, 409, 422),
 )
 def delete_mailbox(
-    address: AddressPath, session: WriteSessionDep, settings: SettingsDep, cascade: Cascade = False
+    address: AddressPath,
+    session: WriteSessionDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    audit: AuditDep,
+    cascade: Cascade = False,
 ) -> MailboxDeleted:
     """Delete the row from `virtual_users`; Postfix then rejects mail for it.
 
@@ -109,4 +146,6 @@ def delete_mailbox(
     to a missing mailbox is accepted by Postfix and bounces later) unless
     `cascade=true`, which removes those destinations too. The maildir stays on disk.
     """
-    return crud.delete_mailbox(session, address, cascade, settings.MAILDIR_ROOT)
+    audit.target = address
+    require_domain(principal, domain_of(address), "address")
+    return crud.delete_mailbox(session, address, cascade, settings.MAILDIR_ROOT, principal.scope)

@@ -11,9 +11,9 @@ ISPmail tables: a database with duplicates is refused with a list of them.
 """
 
 import sqlalchemy as sa
-from alembic import context, op
+from alembic import op
 
-from app.migrate import MigrationRefused, refuse_to_drop_rows
+from app.migrate import MigrationRefused
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -64,10 +64,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if context.get_revision_argument() is None:  # None: the way down to "base"
-        # MariaDB commits each DDL statement: refuse the whole way down before
-        # dropping anything, not half-way in 0001.
-        refuse_to_drop_rows(op.get_bind())
     if op.get_bind().dialect.name == "mysql":
         # InnoDB dropped its implicit domain_id indexes when the composite ones below
         # took over the foreign keys; give the keys theirs back before dropping those.

@@ -1,0 +1,243 @@
+"""API keys: mailprov's own tables and models (never the ISPmail tables).
+
+A key reads ``mpk_<key id>_<secret>``. The key id (64 bits, public) finds the
+row; the secret (256 bits) is stored only as its SHA-256, which is enough for
+a random secret of that size, and is compared in constant time. The key is
+shown once, when it is created.
+"""
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Self
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, String
+from sqlmodel import Field as SQLField
+from sqlmodel import Session, SQLModel, select
+
+from app.addresses import normalize_alias_source, normalize_domain
+from app.models import RAW_MAX, Page
+
+KEY_PATTERN = re.compile(r"mpk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the form every backend stores alike."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "mailprov_api_keys"
+
+    id: int | None = SQLField(default=None, sa_column=Column(Integer, primary_key=True))
+    key_id: str = SQLField(sa_column=Column(String(16), nullable=False, unique=True))
+    name: str = SQLField(sa_column=Column(String(100), nullable=False))
+    secret_hash: str = SQLField(sa_column=Column(String(64), nullable=False))
+    admin: bool = SQLField(sa_column=Column(Boolean, nullable=False))
+    read_only: bool = SQLField(sa_column=Column(Boolean, nullable=False))
+    domains: list[str] = SQLField(sa_column=Column(JSON, nullable=False))
+    send_as: list[str] = SQLField(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = SQLField(sa_column=Column(DateTime, nullable=False))
+    expires_at: datetime | None = SQLField(default=None, sa_column=Column(DateTime))
+    last_used_at: datetime | None = SQLField(default=None, sa_column=Column(DateTime))
+    revoked_at: datetime | None = SQLField(default=None, sa_column=Column(DateTime))
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, and what the key allows."""
+
+    key_id: str
+    name: str
+    admin: bool
+    read_only: bool
+    domains: frozenset[str]
+    send_as: tuple[str, ...]
+
+    @property
+    def scope(self) -> frozenset[str] | None:
+        """The domains this key sees; None for all of them."""
+        return None if self.admin else self.domains
+
+    def sees(self, domain: str) -> bool:
+        return self.admin or domain in self.domains
+
+
+def _hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+# A stand-in compared against when no row matches, so a miss costs what a hit costs.
+_DUMMY_HASH = _hash_secret("x" * 43)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+# ---------------------------------------------------------------- API models
+
+
+Scope = Annotated[str, Field(max_length=RAW_MAX), AfterValidator(normalize_domain)]
+SenderPattern = Annotated[str, Field(max_length=RAW_MAX), AfterValidator(normalize_alias_source)]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, examples=["ops"])
+    admin: bool = Field(
+        default=False, strict=True, description="Everything, including key management."
+    )
+    domains: list[Scope] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Domains whose mailboxes and aliases the key manages (not for admin keys).",
+        examples=[["example.org"]],
+    )
+    read_only: bool = Field(default=False, strict=True, description="Only GET requests.")
+    send_as: list[SenderPattern] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Addresses or @domain patterns the key may use as From in /send.",
+        examples=[["@example.org", "noreply@example.net"]],
+    )
+    expires_at: datetime | None = Field(
+        default=None, description="When the key stops working (UTC if no zone is given)."
+    )
+
+    @model_validator(mode="after")
+    def _admin_or_domains(self) -> Self:
+        if self.admin and self.domains:
+            raise ValueError("an admin key sees every domain: leave domains empty")
+        self.domains = list(dict.fromkeys(self.domains))
+        self.send_as = list(dict.fromkeys(self.send_as))
+        return self
+
+
+class KeyPublic(BaseModel):
+    id: str = Field(description="The key's public id, also its URL: /keys/{id}.")
+    name: str
+    admin: bool
+    read_only: bool
+    domains: list[str]
+    send_as: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyPublic):
+    key: str = Field(description="The key itself. Shown this once; only its hash is stored.")
+
+
+class KeysPage(Page):
+    items: list[KeyPublic]
+
+
+def key_public(row: ApiKey) -> KeyPublic:
+    return KeyPublic(
+        id=row.key_id,
+        name=row.name,
+        admin=row.admin,
+        read_only=row.read_only,
+        domains=list(row.domains),
+        send_as=list(row.send_as),
+        created_at=_aware(row.created_at) or row.created_at,
+        expires_at=_aware(row.expires_at),
+        last_used_at=_aware(row.last_used_at),
+        revoked_at=_aware(row.revoked_at),
+    )
+
+
+# ---------------------------------------------------------------- operations
+
+
+def create_key(session: Session, spec: KeyCreate) -> KeyCreated:
+    """Add the key to the session; the caller commits."""
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    row = ApiKey(
+        key_id=key_id,
+        name=spec.name,
+        secret_hash=_hash_secret(secret),
+        admin=spec.admin,
+        read_only=spec.read_only,
+        domains=spec.domains,
+        send_as=spec.send_as,
+        created_at=utcnow(),
+        expires_at=_naive_utc(spec.expires_at),
+    )
+    session.add(row)
+    session.flush()
+    return KeyCreated(**key_public(row).model_dump(), key=f"mpk_{key_id}_{secret}")
+
+
+class KeyRejected(Exception):
+    """Why a presented key does not authenticate (never shown to the caller)."""
+
+
+def verify_key(session: Session, presented: str, now: datetime) -> ApiKey:
+    match = KEY_PATTERN.fullmatch(presented)
+    if not match:
+        raise KeyRejected("malformed")
+    key_id, secret = match.groups()
+    row = session.exec(select(ApiKey).where(ApiKey.key_id == key_id)).first()
+    expected = row.secret_hash if row is not None else _DUMMY_HASH
+    if not hmac.compare_digest(_hash_secret(secret), expected) or row is None:
+        raise KeyRejected("unknown")
+    if row.revoked_at is not None:
+        raise KeyRejected("revoked")
+    if row.expires_at is not None and row.expires_at <= now:
+        raise KeyRejected("expired")
+    return row
+
+
+def principal_of(row: ApiKey) -> Principal:
+    return Principal(
+        key_id=row.key_id,
+        name=row.name,
+        admin=row.admin,
+        read_only=row.read_only,
+        domains=frozenset(row.domains),
+        send_as=tuple(row.send_as),
+    )
+
+
+def find_key(session: Session, key_id: str) -> ApiKey | None:
+    return session.exec(select(ApiKey).where(ApiKey.key_id == key_id)).first()
+
+
+def list_keys(session: Session, limit: int, after: str | None) -> tuple[list[ApiKey], int]:
+    from sqlalchemy import func
+
+    total = session.exec(select(func.count()).select_from(ApiKey)).one()
+    query = select(ApiKey)
+    if after is not None:
+        query = query.where(ApiKey.key_id > after)
+    rows = list(session.exec(query.order_by(ApiKey.key_id).limit(limit + 1)).all())
+    return rows, total
+
+
+def revoke_key(session: Session, row: ApiKey) -> ApiKey:
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.add(row)
+        session.commit()
+    return row
+
+
+def describe(row: ApiKey) -> dict[str, Any]:
+    """What the CLI prints about a key: everything but the secret's hash."""
+    return key_public(row).model_dump(mode="json")

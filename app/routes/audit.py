@@ -1,0 +1,67 @@
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.audit import AuditPage, audit_public, read_audit
+from app.auth import ADMIN
+from app.deps import SessionDep
+from app.errors import InvalidCursor, problem_responses
+from app.pagination import PageDep
+
+router = APIRouter(prefix="/audit", tags=["audit"], dependencies=[ADMIN])
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+@router.get(
+    "",
+    operation_id="list_audit",
+    summary="Read the audit trail",
+    responses=problem_responses(403, 422),
+)
+def list_audit(
+    session: SessionDep,
+    page: PageDep,
+    target: Annotated[
+        str | None, Query(max_length=255, description="Natural key, e.g. john@example.org.")
+    ] = None,
+    key: Annotated[
+        str | None, Query(max_length=16, description="Public id of the key that acted.")
+    ] = None,
+    action: Annotated[
+        str | None, Query(max_length=64, description="operationId, e.g. delete_mailbox.")
+    ] = None,
+    since: Annotated[datetime | None, Query(description="From this time on (inclusive).")] = None,
+    until: Annotated[datetime | None, Query(description="Before this time.")] = None,
+) -> AuditPage:
+    """Every change, newest first: who (key id and name), when, what, on what, from
+    where, and how it ended. Entries older than the retention setting are purged."""
+    before_id = None
+    if page.after is not None:
+        if not page.after.isdigit():
+            raise InvalidCursor(
+                "cursor is not one this service issued", field="cursor", location="query"
+            )
+        before_id = int(page.after)
+    rows, total = read_audit(
+        session,
+        page.limit,
+        before_id,
+        target=target,
+        key_id=key,
+        action=action,
+        since=_naive_utc(since),
+        until=_naive_utc(until),
+    )
+    cursor = page.next_cursor([str(row.id) for row in rows])
+    return AuditPage(
+        items=[audit_public(row) for row in rows[: page.limit]],
+        total=total,
+        limit=page.limit,
+        next_cursor=cursor,
+    )
