@@ -7,6 +7,7 @@ lookups alike. Errors never echo more than the offending part's kind.
 """
 
 import re
+import unicodedata
 
 import idna
 
@@ -21,7 +22,7 @@ _LOCAL_PART = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
-def normalize_domain(value: str) -> str:
+def normalize_domain(value: str, max_bytes: int = DOMAIN_MAX_BYTES) -> str:
     """Return the canonical A-label form of a domain name, or raise ValueError."""
     if not value or value != value.strip() or value.endswith("."):
         raise ValueError("must be a domain name such as example.org, without spaces or a final dot")
@@ -36,8 +37,8 @@ def normalize_domain(value: str) -> str:
         raise ValueError("is not a valid domain name")
     if labels[-1].isdigit():
         raise ValueError("must be a domain name, not an IP address")
-    if len(encoded) > DOMAIN_MAX_BYTES:
-        raise ValueError(f"is longer than {DOMAIN_MAX_BYTES} bytes in its IDNA form")
+    if len(encoded) > max_bytes:
+        raise ValueError(f"is longer than {max_bytes} bytes in its IDNA form")
     return encoded
 
 
@@ -87,6 +88,24 @@ def normalize_alias_source(value: str) -> str:
     if value.startswith("@"):
         return _fit("@" + normalize_domain(value[1:]))
     return normalize_address(value)
+
+
+# RFC 6531: the local part of a mail address may be UTF-8 when both ends speak SMTPUTF8.
+_UTF8_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
+_UTF8_LOCAL_PART = re.compile(rf"{_UTF8_ATOM}(?:\.{_UTF8_ATOM})*")
+
+
+def normalize_mail_address(value: str) -> str:
+    """Any deliverable address, for sending: the local part is kept as written (it may
+    be case-sensitive, and may be UTF-8); the domain becomes its A-label form."""
+    local, domain = split_address(value)
+    if not _UTF8_LOCAL_PART.fullmatch(local) or any(
+        unicodedata.category(ch).startswith(("C", "Z")) for ch in local
+    ):
+        raise ValueError("has an invalid local part (the part before @)")
+    if len(local.encode("utf-8")) > LOCAL_PART_MAX_BYTES:
+        raise ValueError(f"has a local part longer than {LOCAL_PART_MAX_BYTES} bytes")
+    return f"{local}@{normalize_domain(domain, max_bytes=253)}"
 
 
 def domain_of(address: str) -> str:

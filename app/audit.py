@@ -59,6 +59,7 @@ class Audit:
     key_name: str | None
     client: str | None
     target: str | None = None
+    outcome: str = "success"
     written: bool = False
 
     def entry(self, outcome: str, status: int) -> AuditEntry:
@@ -82,7 +83,7 @@ AUDIT_INFO = "mailprov_audit"
 def _write_with_change(session: Session) -> None:
     audit: Audit | None = session.info.get(AUDIT_INFO)
     if audit is not None and not audit.written:
-        session.add(audit.entry("success", audit.status))
+        session.add(audit.entry(audit.outcome, audit.status))
 
 
 @event.listens_for(Session, "after_commit")

@@ -3,7 +3,7 @@
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +25,21 @@ class Settings(BaseSettings):
     AUTH_FAILURE_WINDOW: int = Field(default=60, ge=1, le=86400)
     AUTH_BLOCK_SECONDS: int = Field(default=60, ge=1, le=86400)
     AUDIT_RETENTION_DAYS: int = Field(default=365, ge=1, le=36500)
+    # The submission service /send relays through (Postfix's 587 with STARTTLS, or 465).
+    SUBMISSION_HOST: str = "127.0.0.1"
+    SUBMISSION_PORT: int = Field(default=587, ge=1, le=65535)
+    SUBMISSION_TLS: Literal["starttls", "implicit"] = "starttls"
+    # A private CA's bundle; certificates are always verified.
+    SUBMISSION_CA_FILE: str | None = None
+    # The service's own account, used when a request carries no credentials.
+    SUBMISSION_USERNAME: str | None = None
+    SUBMISSION_PASSWORD: SecretStr | None = None
+    SUBMISSION_CONNECT_TIMEOUT: float = Field(default=10, gt=0, le=300)
+    SUBMISSION_TIMEOUT: float = Field(default=60, gt=0, le=3600)
+    SEND_MAX_RECIPIENTS: int = Field(default=50, ge=1, le=10000)
+    # Postfix's default message_size_limit.
+    SEND_MAX_BYTES: int = Field(default=10_240_000, ge=1024)
+    IDEMPOTENCY_HOURS: int = Field(default=24, ge=1, le=720)
     PAGE_SIZE_DEFAULT: int = Field(default=50, ge=1, le=1000)
     PAGE_SIZE_MAX: int = Field(default=500, ge=1, le=10000)
 

@@ -43,6 +43,8 @@ class Problem(Exception):
     status = 400
     code = "bad-request"
     title = "Bad request"
+    # Nothing happened and trying again later may succeed (frees an Idempotency-Key).
+    retryable = False
 
     def __init__(
         self,
@@ -135,6 +137,23 @@ class InvalidCursor(Unprocessable):
     code, title = "invalid-cursor", "Invalid pagination cursor"
 
 
+def problem_body(problem: Problem, instance: str) -> dict[str, Any]:
+    """The document a Problem is answered with."""
+    errors = None
+    if problem.field is not None:
+        errors = [
+            FieldError(field=problem.field, location=problem.location, message=problem.detail)
+        ]
+    return ProblemDetail(
+        type=TYPE_PREFIX + problem.code,
+        title=problem.title,
+        status=problem.status,
+        detail=problem.detail,
+        instance=instance,
+        errors=errors,
+    ).model_dump(exclude_none=True)
+
+
 def problem_response(
     request: Request,
     *,
@@ -184,16 +203,10 @@ _STATUS_CODES = {
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        errors = None
-        if exc.field is not None:
-            errors = [FieldError(field=exc.field, location=exc.location, message=exc.detail)]
-        return problem_response(
-            request,
-            status=exc.status,
-            code=exc.code,
-            title=exc.title,
-            detail=exc.detail,
-            errors=errors,
+        return JSONResponse(
+            problem_body(exc, request.url.path),
+            status_code=exc.status,
+            media_type=PROBLEM_MEDIA_TYPE,
             headers=exc.headers,
         )
 

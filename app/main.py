@@ -18,7 +18,7 @@ from app.deps import require_json_body
 from app.errors import install_error_handlers
 from app.migrate import schema_head
 from app.openapi import install_openapi
-from app.routes import aliases, audit, domains, health, keys, mailboxes
+from app.routes import aliases, audit, domains, health, keys, mailboxes, send
 
 logger = logging.getLogger("mailprov")
 
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(domains.router)
     api.include_router(mailboxes.router)
     api.include_router(aliases.router)
+    api.include_router(send.router)
     api.include_router(keys.router)
     api.include_router(audit.router)
     app.include_router(health.router)

@@ -56,6 +56,7 @@ def _empty(engine: Engine) -> None:
             "mailprov_audit",
             "mailprov_api_keys",
             "mailprov_auth_failures",
+            "mailprov_idempotency",
         ):
             conn.execute(text(f"DELETE FROM {table}"))
 

@@ -93,6 +93,12 @@ MATRIX: dict[tuple[str, str], tuple[Call, tuple[int, int, int, int]]] = {
         Call("DELETE", "/aliases/info@example.org/destinations/boss@ext.net"),
         (403, 403, 200, 200),
     ),
+    # Neither scoped key may send as john@ (no send_as); the admin may, and is then told
+    # that this service has no submission account (422, before any SMTP traffic).
+    ("POST", "/send"): (
+        Call("POST", "/send", {"from": "john@example.org", "to": ["x@ext.net"], "text": "hi"}),
+        (403, 403, 403, 422),
+    ),
     ("POST", "/keys"): (
         Call("POST", "/keys", {"name": "k", "domains": ["example.org"]}),
         (403, 403, 403, 201),

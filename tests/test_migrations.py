@@ -42,6 +42,7 @@ MAILPROV_TABLES = (
     "mailprov_api_keys",
     "mailprov_auth_failures",
     "mailprov_audit",
+    "mailprov_idempotency",
 )
 GUIDE_SQL = Path(__file__).parent / "sql" / f"ispmail_guide_{BACKEND}.sql"
 MAILPROV_CLI = Path(sys.executable).parent / "mailprov"

@@ -1,0 +1,207 @@
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from app import idempotency
+from app.audit import AuditDep
+from app.auth import WRITE, PrincipalDep
+from app.compose import SendRequest, compose
+from app.db import open_session
+from app.deps import SettingsDep, WriteSessionDep
+from app.errors import (
+    PROBLEM_MEDIA_TYPE,
+    Forbidden,
+    Problem,
+    Unprocessable,
+    problem_body,
+    problem_responses,
+)
+from app.keys import Principal
+from app.relay import RecipientsRefused, RefusedRecipient, relay
+
+router = APIRouter(tags=["send"])
+
+
+class SendResult(BaseModel):
+    status: str = Field(
+        description="Always `queued`: the server accepted the message for delivery; "
+        "delivery itself happens later and may still fail (bounce)."
+    )
+    message_id: str = Field(description="The Message-ID header of the message.")
+    queue_id: str | None = Field(
+        description="The submission server's queue id (Postfix: `queued as <id>`): "
+        "what to grep for in the mail log."
+    )
+    smtp_response: str = Field(description="The server's final reply, as it was.")
+    accepted: list[str] = Field(description="Recipients the server accepted.")
+    refused: list[RefusedRecipient] = Field(
+        description="Recipients the server refused, with its codes."
+    )
+
+
+class TooBig(Problem):
+    status, code, title = 413, "message-too-big", "The message is too big"
+
+
+class CredentialsRequired(Unprocessable):
+    code, title = "credentials-required", "No credentials for the submission server"
+
+
+class SendNotAllowed(Forbidden):
+    code, title = "send-not-allowed", "This key may not send as this address"
+
+
+def may_send_as(principal: Principal, address: str) -> bool:
+    if principal.admin:
+        return True
+    address = address.lower()
+    domain = "@" + address.rpartition("@")[2]
+    return any(pattern in (address, domain) for pattern in principal.send_as)
+
+
+@router.post(
+    "/send",
+    operation_id="send_message",
+    summary="Compose a message and relay it through the submission server",
+    dependencies=[WRITE],
+    responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 502, 504),
+)
+async def send_message(
+    body: SendRequest,
+    request: Request,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    session: WriteSessionDep,
+    audit: AuditDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Repeat a request safely: the same key and payload within "
+            "24 hours answers the first result again without sending twice.",
+        ),
+    ] = None,
+) -> Any:
+    """Build the message (Message-ID, Date, MIME parts; Bcc only in the envelope) and
+    relay it, authenticated, over TLS, to the submission service.
+
+    The calling key needs send permission for `from` (admin keys may use any From).
+    The SMTP login is `credentials` (a mailbox's own) or, without them, the
+    service's configured account; the server's own sender checks apply either way
+    and surface as 403 `sender-refused`. A success means *queued*, not delivered.
+    """
+    audit.target = body.sender.address
+    if not may_send_as(principal, body.sender.address):
+        raise SendNotAllowed(
+            f"this key may not send as {body.sender.address}", field="from", location="body"
+        )
+    if body.credentials is not None:
+        username = body.credentials.username
+        password = body.credentials.password.get_secret_value()
+    elif settings.SUBMISSION_USERNAME and settings.SUBMISSION_PASSWORD:
+        username = settings.SUBMISSION_USERNAME
+        password = settings.SUBMISSION_PASSWORD.get_secret_value()
+    else:
+        raise CredentialsRequired(
+            "give credentials: this service has no submission account configured",
+            field="credentials",
+        )
+    recipients = body.recipients()
+    if len(recipients) > settings.SEND_MAX_RECIPIENTS:
+        raise Unprocessable(
+            f"{len(recipients)} recipients; at most {settings.SEND_MAX_RECIPIENTS} in all",
+            field="to",
+        )
+    composed = compose(body)
+    if len(composed.data) > settings.SEND_MAX_BYTES:
+        raise TooBig(
+            f"the message is {len(composed.data)} bytes; the limit is {settings.SEND_MAX_BYTES}"
+        )
+
+    engine = request.app.state.engine
+    claimed = idempotency_key is not None
+    if idempotency_key is not None:
+        payload = body.model_dump(mode="json", by_alias=True, exclude={"credentials": {"password"}})
+        digest = idempotency.request_hash(payload)
+        window = timedelta(hours=settings.IDEMPOTENCY_HOURS)
+        previous = await run_in_threadpool(
+            _claim, engine, principal.key_id, idempotency_key, digest, window
+        )
+        if previous is not None:
+            audit.outcome = "replayed"
+            await run_in_threadpool(session.commit)  # records the replay on the audit trail
+            return JSONResponse(
+                previous.response,
+                status_code=previous.status or 200,
+                media_type=PROBLEM_MEDIA_TYPE if (previous.status or 200) >= 400 else None,
+                headers={"Idempotent-Replayed": "true"},
+            )
+    try:
+        relayed = await relay(
+            settings,
+            sender=body.sender.address,
+            recipients=recipients,
+            data=composed.data,
+            username=username,
+            password=password,
+            caller_credentials=body.credentials is not None,
+            smtputf8=composed.smtputf8,
+        )
+    except Problem as problem:
+        # Answers that invite a retry free the Idempotency-Key; every other one is kept.
+        if claimed:
+            assert idempotency_key is not None
+            if problem.retryable:
+                await run_in_threadpool(_release, engine, principal.key_id, idempotency_key)
+            else:
+                document = problem_body(problem, request.url.path)
+                if isinstance(problem, RecipientsRefused):
+                    document["refused"] = [r.model_dump() for r in problem.refused]
+                await run_in_threadpool(
+                    _keep, engine, principal.key_id, idempotency_key, problem.status, document
+                )
+        raise
+    result = SendResult(
+        status="queued",
+        message_id=composed.message_id,
+        queue_id=relayed.queue_id,
+        smtp_response=relayed.response,
+        accepted=relayed.accepted,
+        refused=relayed.refused,
+    )
+    if idempotency_key is not None:
+        await run_in_threadpool(
+            idempotency.finish,
+            session,
+            principal.key_id,
+            idempotency_key,
+            200,
+            result.model_dump(mode="json"),
+        )
+    await run_in_threadpool(session.commit)  # the answer and its audit entry, together
+    return result
+
+
+def _claim(
+    engine: Any, key_id: str, idem_key: str, digest: str, window: timedelta
+) -> idempotency.IdempotencyRecord | None:
+    with open_session(engine, write=True) as session:
+        return idempotency.begin(session, key_id, idem_key, digest, window)
+
+
+def _release(engine: Any, key_id: str, idem_key: str) -> None:
+    with open_session(engine, write=True) as session:
+        idempotency.release(session, key_id, idem_key)
+
+
+def _keep(engine: Any, key_id: str, idem_key: str, status: int, document: dict[str, Any]) -> None:
+    with open_session(engine, write=True) as session:
+        idempotency.finish(session, key_id, idem_key, status, document)
+        session.commit()
