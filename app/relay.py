@@ -11,6 +11,7 @@ import asyncio
 import re
 import ssl
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import aiosmtplib
 from pydantic import BaseModel
@@ -91,8 +92,10 @@ def _temporary(error: aiosmtplib.SMTPResponseException) -> SubmissionBusy:
     )
 
 
-def tls_context(settings: Settings) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=settings.SUBMISSION_CA_FILE)
+@lru_cache(maxsize=8)
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Built once per CA file: loading certificates costs more than a handshake."""
+    context = ssl.create_default_context(cafile=ca_file)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
@@ -114,7 +117,7 @@ async def relay(
         port=settings.SUBMISSION_PORT,
         use_tls=implicit,
         start_tls=False,
-        tls_context=tls_context(settings),
+        tls_context=tls_context(settings.SUBMISSION_CA_FILE),
         timeout=settings.SUBMISSION_TIMEOUT,
     )
     whose = "the credentials in the request" if caller_credentials else "the service's account"
