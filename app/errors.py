@@ -296,14 +296,23 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def problem_responses(*statuses: int, guarded: bool = True) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries for the problem documents a route can answer.
 
-    Every route touches the database, so 503 is always among them."""
+    Every route touches the database, so 503 is always among them; every guarded
+    route can answer 401 (no or bad key) and 429 (too many failed keys)."""
+    if guarded:
+        statuses = (*statuses, 401, 429)
     descriptions = {
         400: "Malformed request body",
         404: "Not found",
+        401: "No valid API key: missing, malformed, unknown, revoked or expired",
+        403: "The key does not allow this",
         409: "Conflict with the current state",
+        413: "Message too big",
+        429: "Too many failed authentications from this address; see `Retry-After`",
+        502: "The submission server failed or could not be trusted",
+        504: "The submission server did not answer in time",
         415: "Request body is not application/json",
         422: "Invalid input; `errors` names each offending field",
         503: "Database unavailable; retry after `Retry-After` seconds",

@@ -25,7 +25,7 @@ def health() -> Health:
     operation_id="ready",
     summary="Readiness",
     response_model=Health,
-    responses=problem_responses(503),
+    responses=problem_responses(503, guarded=False),
 )
 def ready(request: Request) -> Any:
     """The database answers and its schema is at the revision this code expects."""
