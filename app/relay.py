@@ -20,6 +20,7 @@ from app.config import Settings
 from app.errors import Problem
 
 QUEUE_ID = re.compile(r"queued as ([0-9A-Za-z]+)")
+SENDER_REJECTED = "Sender address rejected"
 
 
 class RefusedRecipient(BaseModel):
@@ -177,6 +178,13 @@ async def relay(
                     refused.append(
                         RefusedRecipient(address=recipient, code=error.code, message=error.message)
                     )
+            # Postfix delays its sender checks to RCPT (smtpd_delay_reject=yes): a From the
+            # login does not own comes back on every recipient, not on MAIL.
+            if any(SENDER_REJECTED in r.message for r in refused):
+                raise SenderRefused(
+                    f"the server refused From {sender} for {whose}: "
+                    + next(r.message for r in refused if SENDER_REJECTED in r.message)
+                )
             if not accepted:
                 if all(400 <= r.code < 500 for r in refused):
                     raise SubmissionBusy(

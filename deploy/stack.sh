@@ -333,7 +333,7 @@ render() {
 }
 
 write_config() {
-    local ro vmail_uid vmail_gid outbound override=""
+    local ro vmail_uid vmail_gid outbound override="" penalty=""
     ro=$(secret mailserver)
     vmail_uid=$(id -u vmail)
     vmail_gid=$(id -g vmail)
@@ -358,6 +358,15 @@ relayhost = $(relay_parse)"
         override="  # STACK: maildirs under the state dir. Production: no override_fields.
   override_fields =$override"
     fi
+    # No failure delay: no per-IP auth penalty either (anvil's socket closed to
+    # the auth process, as Dovecot's documentation says to turn it off).
+    if [[ $AUTH_FAILURE_DELAY =~ ^0+[[:space:]]*[a-z]*$ ]]; then
+        penalty="service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}"
+    fi
     SUBST=(
         [PF_CONF]=$PF_CONF [PF_SPOOL]=$PF_SPOOL [PF_DATA]=$PF_DATA
         [DC_CONF]=$DC_CONF [DC_RUN]=$DC_RUN [DC_STATE]=$DC_STATE
@@ -369,6 +378,7 @@ relayhost = $(relay_parse)"
         [AUTH_CACHE_SIZE]=$([[ $AUTH_CACHE_TTL == 0 ]] && echo 0 || echo 10M)
         [AUTH_CACHE_TTL]=$([[ $AUTH_CACHE_TTL == 0 ]] && echo "1 hour" || echo "$AUTH_CACHE_TTL")
         [AUTH_FAILURE_DELAY]=$AUTH_FAILURE_DELAY
+        [AUTH_PENALTY]=$penalty
     )
     install -d -m 0755 "$STATE" "$LOGS" "$PF_CONF" "$DC_CONF" "$DC_STATE"
     install -d -m 0755 -o postfix -g postfix "$PF_DATA"
@@ -510,6 +520,19 @@ start_postfix() {
         { tail -n 20 "$LOGS/postfix.log" >&2 2>/dev/null; die "postfix is not ready (log: $LOGS/postfix.log)"; }
 }
 
+# reachable DIR USER...: Postfix, Dovecot and vmail work in the state dir as
+# unprivileged users, so every directory above it must let them through (a
+# state dir under a mode 0700 directory, such as pytest's /tmp/pytest-of-root,
+# would start Dovecot and then fail in Postfix or at the first delivery).
+reachable() {
+    local dir=$1 u
+    shift
+    for u in "$@"; do
+        runuser -u "$u" -- test -x "$dir" 2>/dev/null ||
+            die "user $u cannot reach $dir: a directory above it is not searchable by others (chmod o+x it, or choose another MAILPROV_STACK_DIR)"
+    done
+}
+
 lock() {
     { exec 9>>"/run/lock/mailprov-stack.lock"; } 2>/dev/null || exec 9>>"/tmp/mailprov-stack.lock"
     flock -w $((TIMEOUT * 3)) 9 || die "another stack.sh holds the lock"
@@ -526,10 +549,17 @@ cmd_start() {
     local t0=$SECONDS
     ensure_vmail
     install -d -m 0755 "$STATE" "$LOGS"
+    reachable "$STATE" postfix dovecot vmail
+    # Ports held by another program (or by a stack of another state dir): stop
+    # now, before setup_db gives the shared DB users this state dir's passwords
+    # (which would cut the running stack off from its database).
+    dovecot_pid >/dev/null || check_ports_free 143 993
+    postfix_pid >/dev/null || check_ports_free 25 587 465
     ensure_mariadb
     setup_db
     setup_tls
     write_config
+    reachable "$MAILDIR_ROOT" vmail
     start_dovecot
     start_postfix
     # Can the read-only user log in (what Postfix and Dovecot do)?
@@ -566,11 +596,15 @@ cmd_stop() {
     need_root
     lock
     local pid
+    # The ports of what this call stops (others may belong to another program,
+    # or to the stack of another state dir: not ours to wait for).
+    local -a ports=()
     if pid=$(postfix_pid); then
         say "postfix: stopping (pid $pid)"
         timeout "$TIMEOUT" postfix -c "$PF_CONF" stop </dev/null >>"$LOGS/postfix-start.log" 2>&1 ||
             kill -TERM "$pid" 2>/dev/null || true
         stop_pid postfix "$pid"
+        ports+=(25 587 465)
     else
         say "postfix: not running"
     fi
@@ -578,14 +612,16 @@ cmd_stop() {
         say "dovecot: stopping (pid $pid)"
         kill -TERM "$pid" 2>/dev/null || true
         stop_pid dovecot "$pid"
+        ports+=(143 993)
     else
         say "dovecot: not running"
     fi
     # Children of the old masters may hold the listening sockets a moment longer.
     local deadline=$((SECONDS + TIMEOUT)) p busy
-    while ((SECONDS < deadline)); do
+    busy=""
+    while ((${#ports[@]} > 0 && SECONDS < deadline)); do
         busy=""
-        for p in "${PORTS[@]}"; do
+        for p in "${ports[@]}"; do
             port_listening "$p" && busy+=" $p"
         done
         [[ -z $busy ]] && break

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up, lint, and run the whole test suite on SQLite, MariaDB and PostgreSQL.
+# Set up, lint, and run the whole test suite on SQLite, MariaDB and PostgreSQL,
+# and the end-to-end suite on a real Postfix + Dovecot (with the MariaDB run).
 # Backends to run can be narrowed: scripts/test.sh sqlite  (default: all three).
 # Extra pytest arguments after --: scripts/test.sh sqlite -- -k aliases
 set -euo pipefail
@@ -48,5 +49,12 @@ for backend in "${backends[@]}"; do
     rc=0
     MAILPROV_TEST_BACKEND=$backend .venv/bin/pytest "$@" || rc=$?
     [ $rc -eq 0 ] || status=$rc
+    if [ "$backend" = mariadb ] && [ "${MAILPROV_SKIP_E2E:-}" != 1 ]; then
+        # Real Postfix + Dovecot read what mailprov writes (deploy/stack.sh, on MariaDB).
+        echo "== end-to-end tests on Postfix + Dovecot"
+        rc=0
+        ./scripts/e2e.sh || rc=$?
+        [ $rc -eq 0 ] || status=$rc
+    fi
 done
 exit $status

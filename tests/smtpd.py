@@ -5,6 +5,8 @@ transcript of every command the client sent.
 Behaviour by address, so one server covers most cases:
 - sender busy@...       -> MAIL answered 451 4.3.0 (temporary)
 - sender notmine@...    -> MAIL answered 553 5.7.1 (reject_sender_login_mismatch)
+- sender latenotmine@...-> every RCPT answered 553 5.7.1 Sender address rejected,
+                           as Postfix does with smtpd_delay_reject=yes
 - recipient nobody...@  -> RCPT answered 550 5.1.1
 - recipient later...@   -> RCPT answered 450 4.2.0
 - recipient slow...@    -> DATA answered only after `slow_data` seconds
@@ -74,6 +76,11 @@ class Handler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if str(envelope.mail_from).startswith("latenotmine@"):
+            return (
+                f"553 5.7.1 <{envelope.mail_from}>: Sender address rejected: "
+                f"not owned by user {USERNAME}"
+            )
         if address.startswith("nobody"):
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         if address.startswith("later"):

@@ -272,10 +272,16 @@ def test_send_temporary_failure_is_503_retry_after(sender: TestClient, engine: E
     assert deferred.status_code == 503
 
 
-def test_send_sender_refused_by_server_is_403(sender: TestClient) -> None:
-    response = sender.post("/send", json=message(**{"from": "notmine@example.org"}))
+@pytest.mark.parametrize("local", ["notmine", "latenotmine"])
+def test_send_sender_refused_by_server_is_403(
+    sender: TestClient, smtp: SubmissionServer, local: str
+) -> None:
+    # At MAIL, or (Postfix's default, smtpd_delay_reject=yes) on every RCPT.
+    response = sender.post("/send", json=message(**{"from": f"{local}@example.org"}))
     assert response.status_code == 403
     assert response.json()["type"] == "urn:mailprov:problem:sender-refused"
+    assert "not owned by user" in response.json()["detail"]
+    assert "DATA" not in smtp.transcript.verbs()
 
 
 def test_send_from_outside_key_permission_refused_before_smtp(
