@@ -101,6 +101,8 @@ def _outcome(exc: BaseException) -> tuple[str, int]:
         return "validation", 422
     if isinstance(exc, IntegrityError):
         return "conflict", 409
+    if isinstance(exc, SQLAlchemyError):
+        return "database-unavailable", 503
     return "error", 500
 
 

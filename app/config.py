@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     # Seconds a new database connection may take before the request fails with 503.
     DATABASE_CONNECT_TIMEOUT: int = Field(default=5, ge=1, le=60)
     DATABASE_POOL_SIZE: int = Field(default=5, ge=1, le=100)
+    # Seconds a MariaDB read or write may wait for the server (PostgreSQL: TCP keepalive).
+    DATABASE_READ_TIMEOUT: int = Field(default=30, ge=1, le=3600)
     # bcrypt cost for {BLF-CRYPT}; doveadm's default of 5 is too weak for today.
     BCRYPT_COST: int = Field(default=12, ge=4, le=31)
     # Where Dovecot keeps maildirs (the guide's user_query: '/var/vmail/%d/%n').

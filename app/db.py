@@ -42,7 +42,9 @@ def _configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
-def create_db_engine(url: str, *, connect_timeout: int = 5, pool_size: int = 5) -> Engine:
+def create_db_engine(
+    url: str, *, connect_timeout: int = 5, pool_size: int = 5, read_timeout: int = 30
+) -> Engine:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -59,7 +61,11 @@ def create_db_engine(url: str, *, connect_timeout: int = 5, pool_size: int = 5) 
             connect_args={"connect_timeout": connect_timeout},
         )
         if backend == "mysql":
-            kwargs["connect_args"]["charset"] = "utf8mb4"
+            # PyMySQL's connect_timeout covers only the TCP connect: without these a
+            # server that accepts and never answers would hold a request forever.
+            kwargs["connect_args"].update(
+                charset="utf8mb4", read_timeout=read_timeout, write_timeout=read_timeout
+            )
     engine = create_engine(parsed, **kwargs)
     if backend == "sqlite":
         _configure_sqlite(engine)
@@ -68,4 +74,7 @@ def create_db_engine(url: str, *, connect_timeout: int = 5, pool_size: int = 5) 
 
 def open_session(engine: Engine, *, write: bool = False) -> Session:
     """A session; ``write=True`` for one that will change rows (see ``WRITE``)."""
-    return Session(engine, execution_options={WRITE: True} if write else {})
+    # Objects stay readable after commit: reading them must not open a new
+    # transaction (and hold a pooled connection, or SQLite's write lock) until the
+    # request ends.
+    return Session(engine, execution_options={WRITE: True} if write else {}, expire_on_commit=False)

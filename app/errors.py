@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("mailprov")
@@ -257,6 +258,18 @@ def install_error_handlers(app: FastAPI) -> None:
             code="conflict",
             title="Conflict",
             detail="A concurrent change conflicts with this request; nothing was changed.",
+        )
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(request: Request, exc: PoolTimeout) -> JSONResponse:
+        logger.warning("database connection pool exhausted")
+        return problem_response(
+            request,
+            status=503,
+            code="database-unavailable",
+            title="Database unavailable",
+            detail="Every database connection is busy; retry shortly.",
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(OperationalError)

@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.DATABASE_URL,
         connect_timeout=settings.DATABASE_CONNECT_TIMEOUT,
         pool_size=settings.DATABASE_POOL_SIZE,
+        read_timeout=settings.DATABASE_READ_TIMEOUT,
     )
 
     @asynccontextmanager

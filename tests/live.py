@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,14 @@ class Live:
 
 @contextmanager
 def live_server(database_url: str, *, workers: int = 1, **env: str) -> Iterator[Live]:
+    # Migrate and make the first admin key before the server starts: `serve` then
+    # finds the schema at head, and no two processes migrate at once.
+    engine = create_db_engine(database_url)
+    try:
+        migrate(engine)
+        key = make_key(engine, name="live-admin")
+    finally:
+        engine.dispose()
     port = free_port()
     environment = (
         os.environ
@@ -44,51 +53,36 @@ def live_server(database_url: str, *, workers: int = 1, **env: str) -> Iterator[
         }
         | env
     )
-    process = subprocess.Popen(
-        [
-            str(MAILPROV),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    # Migrate here (serve would too) so that the first admin key can be made up front.
-    engine = create_db_engine(database_url)
-    try:
-        migrate(engine)
-        key = make_key(engine, name="live-admin")
-    finally:
-        engine.dispose()
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                output = process.stdout.read().decode() if process.stdout else ""
-                raise RuntimeError(f"mailprov serve exited with {process.returncode}:\n{output}")
-            try:
-                if httpx.get(base + "/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("mailprov serve did not become ready within 30 s")
-            time.sleep(0.1)
-        yield Live(base=base, headers={"Authorization": f"Bearer {key}"})
-    finally:
-        process.terminate()
+    command = [str(MAILPROV), "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(workers), "--log-level", "warning"]  # fmt: skip
+    # A file, not a pipe: a server that logs a lot must never block on a full pipe.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
+        base = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout:
-            process.stdout.close()
+            deadline = time.monotonic() + 30
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    output = log.read().decode(errors="replace")
+                    raise RuntimeError(
+                        f"mailprov serve exited with {process.returncode}:\n{output}"
+                    )
+                try:
+                    if httpx.get(base + "/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("mailprov serve did not become ready within 30 s")
+                time.sleep(0.1)
+            yield Live(base=base, headers={"Authorization": f"Bearer {key}"})
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

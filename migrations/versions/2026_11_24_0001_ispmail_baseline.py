@@ -10,6 +10,7 @@ instead of running it (app/migrate.py).
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 from app.migrate import refuse_to_drop_rows
 
@@ -40,7 +41,13 @@ def upgrade() -> None:
         ),
         sa.Column("email", sa.String(100), nullable=False),
         sa.Column("password", sa.String(150), nullable=False),
-        sa.Column("quota", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+        # bigint(11) as the guide writes it (display width only; same range).
+        sa.Column(
+            "quota",
+            sa.BigInteger().with_variant(mysql.BIGINT(display_width=11), "mysql"),
+            nullable=False,
+            server_default=sa.text("0"),
+        ),
         sa.UniqueConstraint("email", name="email"),
         **MYSQL,
     )
