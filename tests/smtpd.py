@@ -103,15 +103,17 @@ class Handler:
         return f"250 2.0.0 Ok: queued as {QUEUE_ID}"
 
 
-def _authenticator(
-    server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
-) -> AuthResult:
-    ok = (
-        isinstance(auth_data, LoginPassword)
-        and auth_data.login.decode() == USERNAME
-        and auth_data.password.decode() == PASSWORD
-    )
-    return AuthResult(success=ok, handled=False)
+def _authenticator(accounts: dict[str, str]) -> Any:
+    def check(
+        server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and accounts.get(auth_data.login.decode()) == auth_data.password.decode()
+        )
+        return AuthResult(success=ok, handled=False)
+
+    return check
 
 
 class RecordingSMTP(SMTP):
@@ -179,6 +181,7 @@ def submission_server(
     tls: str = "starttls",
     slow_data: float = 0,
     smtputf8: bool = True,
+    accounts: dict[str, str] | None = None,
 ) -> Iterator[SubmissionServer]:
     server_cert = ca.issue_cert("127.0.0.1", "localhost")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -189,7 +192,7 @@ def submission_server(
         "handler": Handler(transcript, slow_data),
         "hostname": "127.0.0.1",
         "port": port,
-        "authenticator": _authenticator,
+        "authenticator": _authenticator(accounts or {USERNAME: PASSWORD}),
         "auth_required": False,
         "enable_SMTPUTF8": smtputf8,
         "server_hostname": "mx.test",
