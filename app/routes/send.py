@@ -67,6 +67,7 @@ def may_send_as(principal: Principal, address: str) -> bool:
     "/send",
     operation_id="send_message",
     summary="Compose a message and relay it through the submission server",
+    response_model=SendResult,
     dependencies=[WRITE],
     responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 502, 504),
 )
