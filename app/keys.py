@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, String
+from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, String, func
 from sqlmodel import Field as SQLField
 from sqlmodel import Session, SQLModel, select
 
@@ -79,7 +79,8 @@ def _aware(value: datetime | None) -> datetime | None:
     return None if value is None else value.replace(tzinfo=UTC)
 
 
-def _naive_utc(value: datetime | None) -> datetime | None:
+def naive_utc(value: datetime | None) -> datetime | None:
+    """An aware time as the naive UTC the tables store; naive times are taken as UTC."""
     if value is None or value.tzinfo is None:
         return value
     return value.astimezone(UTC).replace(tzinfo=None)
@@ -177,7 +178,7 @@ def create_key(session: Session, spec: KeyCreate) -> KeyCreated:
         domains=spec.domains,
         send_as=spec.send_as,
         created_at=utcnow(),
-        expires_at=_naive_utc(spec.expires_at),
+        expires_at=naive_utc(spec.expires_at),
     )
     session.add(row)
     session.flush()
@@ -220,8 +221,6 @@ def find_key(session: Session, key_id: str) -> ApiKey | None:
 
 
 def list_keys(session: Session, limit: int, after: str | None) -> tuple[list[ApiKey], int]:
-    from sqlalchemy import func
-
     total = session.exec(select(func.count()).select_from(ApiKey)).one()
     query = select(ApiKey)
     if after is not None:

@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -7,15 +7,10 @@ from app.audit import AuditPage, audit_public, read_audit
 from app.auth import ADMIN
 from app.deps import SessionDep
 from app.errors import InvalidCursor, problem_responses
+from app.keys import naive_utc
 from app.pagination import PageDep
 
 router = APIRouter(prefix="/audit", tags=["audit"], dependencies=[ADMIN])
-
-
-def _naive_utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 @router.get(
@@ -55,8 +50,8 @@ def list_audit(
         target=target,
         key_id=key,
         action=action,
-        since=_naive_utc(since),
-        until=_naive_utc(until),
+        since=naive_utc(since),
+        until=naive_utc(until),
     )
     cursor = page.next_cursor([str(row.id) for row in rows])
     return AuditPage(

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import Engine
 
 from app import idempotency
 from app.audit import AuditDep
@@ -191,18 +192,20 @@ async def send_message(
 
 
 def _claim(
-    engine: Any, key_id: str, idem_key: str, digest: str, window: timedelta
+    engine: Engine, key_id: str, idem_key: str, digest: str, window: timedelta
 ) -> idempotency.IdempotencyRecord | None:
     with open_session(engine, write=True) as session:
         return idempotency.begin(session, key_id, idem_key, digest, window)
 
 
-def _release(engine: Any, key_id: str, idem_key: str) -> None:
+def _release(engine: Engine, key_id: str, idem_key: str) -> None:
     with open_session(engine, write=True) as session:
         idempotency.release(session, key_id, idem_key)
 
 
-def _keep(engine: Any, key_id: str, idem_key: str, status: int, document: dict[str, Any]) -> None:
+def _keep(
+    engine: Engine, key_id: str, idem_key: str, status: int, document: dict[str, Any]
+) -> None:
     with open_session(engine, write=True) as session:
         idempotency.finish(session, key_id, idem_key, status, document)
         session.commit()
