@@ -5,6 +5,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from app.config import Settings
@@ -81,13 +82,17 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
     from app.keys import KeyCreate, create_key
 
     try:
+        expires_at = datetime.fromisoformat(args.expires_at) if args.expires_at else None
+    except ValueError:
+        sys.exit("mailprov: cannot create key: --expires-at is not an ISO 8601 time")
+    try:
         spec = KeyCreate(
             name=args.name,
             admin=args.admin,
             domains=args.domain,
             read_only=args.read_only,
             send_as=args.send_as,
-            expires_at=args.expires_at,
+            expires_at=expires_at,
         )
     except ValidationError as exc:
         problems = "; ".join(
@@ -198,8 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from pydantic import ValidationError
+
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        # A bad MAILPROV_* variable: say which, without a traceback (never the value).
+        problems = "; ".join(
+            f"MAILPROV_{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        sys.exit(f"mailprov: invalid settings: {problems}")
 
 
 if __name__ == "__main__":

@@ -114,7 +114,9 @@ class KeyCreate(BaseModel):
         examples=[["@example.org", "noreply@example.net"]],
     )
     expires_at: datetime | None = Field(
-        default=None, description="When the key stops working (UTC if no zone is given)."
+        default=None,
+        strict=True,  # an ISO 8601 string, not a number of seconds
+        description="When the key stops working (ISO 8601; UTC if no zone is given).",
     )
 
     @model_validator(mode="after")

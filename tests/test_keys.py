@@ -154,6 +154,16 @@ def test_cli_keys_create_list_revoke(app: FastAPI, database_url: str) -> None:
     assert cli(database_url, "keys", "revoke", "0000000000000000").returncode != 0
 
 
+def test_cli_bad_setting_is_one_line(database_url: str) -> None:
+    env = os.environ | {"MAILPROV_DATABASE_URL": database_url, "MAILPROV_BCRYPT_COST": "99"}
+    done = subprocess.run(
+        [str(MAILPROV), "migrate"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode != 0
+    assert done.stderr.startswith("mailprov: invalid settings: MAILPROV_BCRYPT_COST")
+    assert "Traceback" not in done.stderr
+
+
 # ---------------------------------------------------------------- brute force
 
 

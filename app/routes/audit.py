@@ -6,11 +6,25 @@ from fastapi import APIRouter, Query
 from app.audit import AuditPage, audit_public, read_audit
 from app.auth import ADMIN
 from app.deps import SessionDep
-from app.errors import InvalidCursor, problem_responses
+from app.errors import InvalidCursor, Unprocessable, problem_responses
 from app.keys import naive_utc
 from app.pagination import PageDep
 
 router = APIRouter(prefix="/audit", tags=["audit"], dependencies=[ADMIN])
+
+# An ISO 8601 date or date-time; numbers (which pydantic would read as epoch seconds) are not.
+ISO_TIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+
+
+def _time(value: str | None, field: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return naive_utc(datetime.fromisoformat(value))
+    except ValueError:
+        raise Unprocessable(
+            f"{field} is not a valid ISO 8601 time", field=field, location="query"
+        ) from None
 
 
 @router.get(
@@ -31,8 +45,16 @@ def list_audit(
     action: Annotated[
         str | None, Query(max_length=64, description="operationId, e.g. delete_mailbox.")
     ] = None,
-    since: Annotated[datetime | None, Query(description="From this time on (inclusive).")] = None,
-    until: Annotated[datetime | None, Query(description="Before this time.")] = None,
+    since: Annotated[
+        str | None,
+        Query(
+            pattern=ISO_TIME, description="From this ISO 8601 time on (inclusive; UTC if no zone)."
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        Query(pattern=ISO_TIME, description="Before this ISO 8601 time (UTC if no zone)."),
+    ] = None,
 ) -> AuditPage:
     """Every change, newest first: who (key id and name), when, what, on what, from
     where, and how it ended. Entries older than the retention setting are purged."""
@@ -50,8 +72,8 @@ def list_audit(
         target=target,
         key_id=key,
         action=action,
-        since=naive_utc(since),
-        until=naive_utc(until),
+        since=_time(since, "since"),
+        until=_time(until, "until"),
     )
     cursor = page.next_cursor([str(row.id) for row in rows])
     return AuditPage(
