@@ -39,6 +39,20 @@ if [ "${MAILPROV_SKIP_FUZZ:-}" != 1 ]; then
     ./scripts/schemathesis.sh || rc=$?
     [ $rc -eq 0 ] || status=$rc
 fi
+if [ "${MAILPROV_SKIP_IMAGE:-}" != 1 ]; then
+    # The container image: hadolint, then build with buildah and smoke-run with podman.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== container image (hadolint, build, smoke)"
+        rc=0
+        { ./scripts/image.sh lint && ./scripts/image.sh all; } || rc=$?
+        [ $rc -eq 0 ] || status=$rc
+    elif [ "${CI:-}" = true ]; then
+        echo "test: the image build needs root and apt-get" >&2
+        status=1
+    else
+        echo "test: SKIPPING the container image: needs root and apt-get (CI would fail)" >&2
+    fi
+fi
 for backend in "${backends[@]}"; do
     if [ "$backend" != sqlite ]; then
         rc=0
