@@ -25,7 +25,7 @@ from app.auth import client_address
 from app.deps import get_write_session
 from app.errors import Problem
 from app.keys import Principal, utcnow
-from app.models import Page
+from app.models import Page, example
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -187,6 +187,14 @@ class AuditPublic(BaseModel):
 
 
 class AuditPage(Page):
+    model_config = example(
+        {"total": 1, "limit": 50, "next_cursor": None,
+         "items": [{"id": 42, "at": "2026-11-24T10:00:00Z", "key_id": "3f9a61c2d4e5b807",
+                    "key_name": "example.org helpdesk", "action": "create_mailbox",
+                    "target": "john@example.org", "outcome": "success", "status": 201,
+                    "client": "192.0.2.10"}]}
+    )  # fmt: skip
+
     items: list[AuditPublic]
 
 

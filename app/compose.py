@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from app.addresses import domain_of, normalize_mail_address
-from app.models import RAW_MAX
+from app.models import RAW_MAX, example
 
 # Headers mailprov sets itself, or that only servers may add.
 RESERVED_HEADERS = frozenset(
@@ -150,7 +150,20 @@ class Credentials(BaseModel):
 
 
 class SendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        **example(
+            {"from": {"address": "john@example.org", "name": "John Doe"},
+             "to": ["lisa@example.net"], "subject": "Hello", "text": "Hi Lisa!",
+             "credentials": {"username": "john@example.org", "password": "summersun"}},
+            {"from": "noreply@example.org", "to": [{"address": "lisa@example.net", "name": "Lisa"}],
+             "bcc": ["archive@example.org"], "subject": "Your invoice",
+             "html": "<p>Attached.</p>",
+             "attachments": [{"filename": "invoice.txt", "content_type": "text/plain",
+                              "content": "SW52b2ljZSAjMQ=="}]},
+        ),
+    )  # fmt: skip
 
     sender: MailboxIn = Field(alias="from", description="The From: address and name.")
     to: list[MailboxIn] = Field(default_factory=list, max_length=10000)

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,6 +32,18 @@ class FieldError(BaseModel):
 
 class ProblemDetail(BaseModel):
     """An RFC 9457 problem document."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"type": "urn:mailprov:problem:validation", "title": "Invalid input",
+                 "status": 422, "detail": "password: must not contain control characters",
+                 "instance": "/mailboxes",
+                 "errors": [{"field": "password", "location": "body",
+                             "message": "must not contain control characters"}]},
+            ]
+        }
+    )  # fmt: skip
 
     type: str
     title: str

@@ -20,7 +20,7 @@ from sqlmodel import Field as SQLField
 from sqlmodel import Session, SQLModel, select
 
 from app.addresses import normalize_alias_source, normalize_domain
-from app.models import RAW_MAX, Page
+from app.models import RAW_MAX, Page, example
 
 KEY_PATTERN = re.compile(r"mpk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 
@@ -94,7 +94,14 @@ SenderPattern = Annotated[str, Field(max_length=RAW_MAX), AfterValidator(normali
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        **example(
+            {"name": "ops", "admin": True},
+            {"name": "example.org helpdesk", "domains": ["example.org"],
+             "send_as": ["@example.org"], "expires_at": "2027-12-31T23:59:59Z"},
+        ),
+    )  # fmt: skip
 
     name: str = Field(min_length=1, max_length=100, examples=["ops"])
     admin: bool = Field(
@@ -128,7 +135,17 @@ class KeyCreate(BaseModel):
         return self
 
 
+KEY_EXAMPLE: dict[str, object] = {
+    "id": "3f9a61c2d4e5b807", "name": "example.org helpdesk", "admin": False,
+    "read_only": False, "domains": ["example.org"], "send_as": ["@example.org"],
+    "created_at": "2026-11-24T10:00:00Z", "expires_at": None,
+    "last_used_at": "2026-11-24T10:05:00Z", "revoked_at": None,
+}  # fmt: skip
+
+
 class KeyPublic(BaseModel):
+    model_config = example(KEY_EXAMPLE)
+
     id: str = Field(description="The key's public id, also its URL: /keys/{id}.")
     name: str
     admin: bool
@@ -142,10 +159,14 @@ class KeyPublic(BaseModel):
 
 
 class KeyCreated(KeyPublic):
+    model_config = example({**KEY_EXAMPLE, "key": "mpk_3f9a61c2d4e5b807_" + "Q" * 43})
+
     key: str = Field(description="The key itself. Shown this once; only its hash is stored.")
 
 
 class KeysPage(Page):
+    model_config = example({"total": 1, "limit": 50, "next_cursor": None, "items": [KEY_EXAMPLE]})
+
     items: list[KeyPublic]
 
 

@@ -6,7 +6,7 @@ read (see ISPMAIL.md). The API names things for people: a mailbox has an
 model has a password or hash field.
 """
 
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
@@ -104,6 +104,11 @@ class Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def example(*examples: dict[str, Any]) -> ConfigDict:
+    """Examples shown in the OpenAPI document (and sent by schemathesis)."""
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
 DomainName = Annotated[
     str,
     Field(
@@ -163,23 +168,39 @@ def _check_secret_hash(value: SecretStr | None) -> SecretStr | None:
 
 
 class DomainCreate(Input):
+    model_config = ConfigDict(extra="forbid", **example({"name": "example.org"}))
+
     name: DomainName
 
     _normalize = field_validator("name")(normalize_domain)
 
 
 class DomainPublic(BaseModel):
+    model_config = example({"name": "xn--bcher-kva.de", "name_unicode": "bücher.de"})
+
     name: str = Field(description="Canonical (A-label) name, as Postfix looks it up.")
     name_unicode: str = Field(description="Human-readable (U-label) form of the name.")
 
 
 class DomainDetail(DomainPublic):
+    model_config = example(
+        {"name": "example.org", "name_unicode": "example.org", "mailboxes": 12, "aliases": 3,
+         "maildir_root": "/var/vmail/example.org"}
+    )  # fmt: skip
+
     mailboxes: int = Field(description="Number of mailboxes in the domain.")
     aliases: int = Field(description="Number of aliases (distinct sources) in the domain.")
     maildir_root: str = Field(description="Where Dovecot keeps this domain's maildirs.")
 
 
 class DomainDeleted(BaseModel):
+    model_config = example(
+        {"name": "example.org", "mailboxes_removed": 12, "aliases_removed": 3,
+         "alias_destinations_removed": [{"source": "sales@example.net",
+                                         "destination": "john@example.org"}],
+         "maildirs_kept": "/var/vmail/example.org"}
+    )  # fmt: skip
+
     name: str
     mailboxes_removed: int
     aliases_removed: int
@@ -192,6 +213,16 @@ class DomainDeleted(BaseModel):
 
 
 class MailboxCreate(Input):
+    model_config = ConfigDict(
+        extra="forbid",
+        **example(
+            {"address": "john@example.org", "password": "summersun", "quota": 1073741824},
+            {"address": "jane@example.org",
+             "password_hash": "{SHA512-CRYPT}$6$q7Jx0ZbR4tLm2Wc9$ljA2VKDN3QdIbfm3Y2Vg9LPd2E.Mzgv"
+                              "5Nq01bQ5Ky/JprKdpwPsXuxkgJE3YMLJeirVrzG7VAZHGwqgg2ArX91"},
+        ),
+    )  # fmt: skip
+
     address: Address
     password: Password | None = None
     password_hash: PasswordHash | None = None
@@ -209,6 +240,10 @@ class MailboxCreate(Input):
 
 
 class MailboxUpdate(Input):
+    model_config = ConfigDict(
+        extra="forbid", **example({"password": "wintermoon"}, {"quota": 2147483648})
+    )
+
     password: Password | None = None
     password_hash: PasswordHash | None = None
     quota: Quota | None = None
@@ -226,6 +261,11 @@ class MailboxUpdate(Input):
 
 
 class MailboxPublic(BaseModel):
+    model_config = example(
+        {"address": "john@example.org", "domain": "example.org", "quota": 1073741824,
+         "maildir": "/var/vmail/example.org/john"}
+    )  # fmt: skip
+
     address: str
     domain: str
     quota: int = Field(description="Quota in bytes; 0 means unlimited.")
@@ -238,6 +278,12 @@ class AliasDestination(BaseModel):
 
 
 class MailboxDeleted(BaseModel):
+    model_config = example(
+        {"address": "john@example.org", "maildir_kept": "/var/vmail/example.org/john",
+         "alias_destinations_removed": [{"source": "info@example.org",
+                                         "destination": "john@example.org"}]}
+    )  # fmt: skip
+
     address: str
     maildir_kept: str = Field(
         description="The maildir is not deleted: it stays on disk until removed by hand."
@@ -265,6 +311,17 @@ def _normalize_destinations(values: list[str]) -> list[str]:
 
 
 class AliasCreate(Input):
+    model_config = ConfigDict(
+        extra="forbid",
+        **example(
+            {
+                "source": "info@example.org",
+                "destinations": ["john@example.org", "boss@example.net"],
+            },
+            {"source": "@example.org", "destinations": ["john@example.org"]},
+        ),
+    )
+
     source: Address = Field(
         description="Address, or @domain for a catch-all; lower-cased, at most 100 bytes.",
         examples=["info@example.org", "@example.org"],
@@ -276,18 +333,29 @@ class AliasCreate(Input):
 
 
 class AliasUpdate(Input):
+    model_config = ConfigDict(
+        extra="forbid", **example({"destinations": ["john@example.org", "lisa@example.org"]})
+    )
+
     destinations: Destinations
 
     _normalize_destinations = field_validator("destinations")(_normalize_destinations)
 
 
 class DestinationAdd(Input):
+    model_config = ConfigDict(extra="forbid", **example({"destination": "lisa@example.org"}))
+
     destination: Address
 
     _normalize = field_validator("destination")(normalize_address)
 
 
 class AliasPublic(BaseModel):
+    model_config = example(
+        {"source": "info@example.org", "domain": "example.org", "catch_all": False,
+         "destinations": ["boss@example.net", "john@example.org"]}
+    )  # fmt: skip
+
     source: str
     domain: str
     catch_all: bool = Field(description="True for an @domain source.")
@@ -295,6 +363,11 @@ class AliasPublic(BaseModel):
 
 
 class AliasDeleted(BaseModel):
+    model_config = example(
+        {"source": "info@example.org", "destinations_removed": ["john@example.org"],
+         "alias_destinations_removed": []}
+    )  # fmt: skip
+
     source: str
     destinations_removed: list[str]
     alias_destinations_removed: list[AliasDestination] = Field(
@@ -311,12 +384,29 @@ class Page(BaseModel):
 
 
 class DomainsPage(Page):
+    model_config = example(
+        {"total": 1, "limit": 50, "next_cursor": None,
+         "items": [{"name": "example.org", "name_unicode": "example.org"}]}
+    )  # fmt: skip
+
     items: list[DomainPublic]
 
 
 class MailboxesPage(Page):
+    model_config = example(
+        {"total": 1, "limit": 50, "next_cursor": None,
+         "items": [{"address": "john@example.org", "domain": "example.org", "quota": 0,
+                    "maildir": "/var/vmail/example.org/john"}]}
+    )  # fmt: skip
+
     items: list[MailboxPublic]
 
 
 class AliasesPage(Page):
+    model_config = example(
+        {"total": 1, "limit": 50, "next_cursor": None,
+         "items": [{"source": "@example.org", "domain": "example.org", "catch_all": True,
+                    "destinations": ["john@example.org"]}]}
+    )  # fmt: skip
+
     items: list[AliasPublic]

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,13 +27,12 @@ from pathlib import Path
 
 import aiosmtplib
 import httpx
-import trustme
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.relay import QUEUE_ID
 from tests.live import live_server
-from tests.smtpd import PASSWORD, USERNAME, submission_server
+from tests.smtpd import PASSWORD, USERNAME
 
 PAYLOAD = {
     "from": {"address": USERNAME, "name": "Bench"},
@@ -95,11 +93,9 @@ async def run_api(base: str, headers: dict[str, str], n: int, concurrency: int) 
 def smtp_server(ca_file: Path) -> Iterator[tuple[str, int]]:
     """The test submission server in a child process; its CA written to ca_file."""
     child = subprocess.Popen(
-        [sys.executable, __file__, "--serve-smtp", str(ca_file)],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.PIPE,
-        text=True,
-    )
+        [sys.executable, "-m", "tests.smtpd", str(ca_file)],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
     try:
         assert child.stdout is not None
         host, port = child.stdout.readline().split()
@@ -109,19 +105,7 @@ def smtp_server(ca_file: Path) -> Iterator[tuple[str, int]]:
         child.wait(timeout=10)
 
 
-def serve_smtp(ca_file: str) -> None:
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(ca_file)
-    with submission_server(ca, ca_file) as smtp:
-        print(smtp.host, smtp.port, flush=True)
-        signal.sigwait({signal.SIGTERM})
-
-
 def main() -> None:
-    if sys.argv[1:2] == ["--serve-smtp"]:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        serve_smtp(sys.argv[2])
-        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)

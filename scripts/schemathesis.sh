@@ -1,14 +1,32 @@
 #!/usr/bin/env bash
 # Fuzz the committed OpenAPI document against a live mailprov with schemathesis:
-# all checks, every phase (examples, coverage, fuzzing, stateful). Exits non-zero
-# on any failure. Loopback only; bounded by --max-examples.
+# all checks, every phase (examples, coverage, fuzzing, stateful). /send relays to
+# the tests' submission server (STARTTLS + AUTH). Exits non-zero on any failure.
+# Loopback only; bounded by --max-examples.
 # Usage: scripts/schemathesis.sh [extra schemathesis options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 work=$(mktemp -d)
+server="" smtp_pid=""
+# shellcheck disable=SC2317  # called by the EXIT trap
+stop() {
+    # shellcheck disable=SC2086  # unquoted on purpose: either pid may still be empty
+    kill $server $smtp_pid 2>/dev/null || true
+    # shellcheck disable=SC2086
+    wait $server $smtp_pid 2>/dev/null || true
+    rm -rf "$work"
+}
+trap stop EXIT
+
+coproc SMTP { exec .venv/bin/python -m tests.smtpd "$work/ca.pem"; }
+# shellcheck disable=SC2153  # SMTP_PID is set by coproc
+smtp_pid=$SMTP_PID
+read -r smtp_host smtp_port <&"${SMTP[0]}"
 port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export MAILPROV_DATABASE_URL="sqlite:///$work/fuzz.db" MAILPROV_BCRYPT_COST=4
+export MAILPROV_SUBMISSION_HOST=$smtp_host MAILPROV_SUBMISSION_PORT=$smtp_port
+export MAILPROV_SUBMISSION_CA_FILE=$work/ca.pem MAILPROV_SUBMISSION_TIMEOUT=10
 # The fuzzer sends bad keys on purpose: keep the brute-force block out of its way.
 export MAILPROV_AUTH_FAILURE_LIMIT=100000
 .venv/bin/mailprov migrate
@@ -16,8 +34,6 @@ key=$(.venv/bin/mailprov keys create --admin --name schemathesis 2>/dev/null)
 .venv/bin/mailprov serve --host 127.0.0.1 --port "$port" --no-migrate --log-level warning \
     >"$work/serve.log" 2>&1 &
 server=$!
-stop() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"; }
-trap stop EXIT
 for _ in $(seq 100); do
     curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break
     sleep 0.1
@@ -32,6 +48,8 @@ rc=0
     --warnings off \
     --report-dir "$work/report" \
     "$@" || rc=$?
-stop
-trap - EXIT
+if [ $rc -ne 0 ]; then
+    echo "schemathesis: the server's log:" >&2
+    tail -50 "$work/serve.log" >&2
+fi
 exit $rc

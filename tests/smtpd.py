@@ -210,3 +210,22 @@ def submission_server(
         yield SubmissionServer("127.0.0.1", port, ca_file, transcript, tls)
     finally:
         controller.stop()
+
+
+def serve(ca_file: str) -> None:
+    """Run a submission server until SIGTERM: its CA goes to ca_file, and
+    "<host> <port>" to stdout. For benchmarks and fuzzing in another process."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(ca_file)
+    with submission_server(ca, ca_file) as smtp:
+        print(smtp.host, smtp.port, flush=True)
+        signal.sigwait({signal.SIGTERM})
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve(sys.argv[1])

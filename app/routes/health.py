@@ -6,11 +6,14 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.errors import problem_response, problem_responses
+from app.models import example
 
 router = APIRouter(tags=["health"])
 
 
 class Health(BaseModel):
+    model_config = example({"status": "ok"})
+
     status: str
 
 

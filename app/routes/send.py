@@ -22,12 +22,19 @@ from app.errors import (
     problem_responses,
 )
 from app.keys import Principal
+from app.models import example
 from app.relay import RecipientsRefused, RefusedRecipient, relay
 
 router = APIRouter(tags=["send"])
 
 
 class SendResult(BaseModel):
+    model_config = example(
+        {"status": "queued", "message_id": "<173245.1234.5678@example.org>",
+         "queue_id": "4XQz1R2bTmz9vKp", "smtp_response": "250 2.0.0 Ok: queued as 4XQz1R2bTmz9vKp",
+         "accepted": ["lisa@example.net"], "refused": []}
+    )  # fmt: skip
+
     status: str = Field(
         description="Always `queued`: the server accepted the message for delivery; "
         "delivery itself happens later and may still fail (bounce)."
