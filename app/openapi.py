@@ -14,11 +14,48 @@ def install_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            _problems_only_as_problem_json(generate())
+            document = generate()
+            _problems_only_as_problem_json(document)
+            _links(document)
         assert app.openapi_schema is not None
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# What a created resource leads to: (operationId, path parameter, field of the answer).
+LINKS: dict[str, list[tuple[str, str, str]]] = {
+    "create_domain": [("read_domain", "name", "name"), ("delete_domain", "name", "name")],
+    "create_mailbox": [
+        ("read_mailbox", "address", "address"),
+        ("update_mailbox", "address", "address"),
+        ("delete_mailbox", "address", "address"),
+    ],
+    "create_alias": [
+        ("read_alias", "source", "source"),
+        ("replace_alias_destinations", "source", "source"),
+        ("add_alias_destination", "source", "source"),
+        ("delete_alias", "source", "source"),
+    ],
+    "create_key": [("read_key", "key_id", "id"), ("revoke_key", "key_id", "id")],
+}
+
+
+def _links(document: dict[str, Any]) -> None:
+    """OpenAPI links from each create to what can be done with its result: the
+    generated client's readers, and schemathesis's stateful phase, follow them."""
+    for path in document.get("paths", {}).values():
+        for operation in path.values():
+            targets = LINKS.get(operation.get("operationId", ""))
+            created = operation.get("responses", {}).get("201")
+            if targets and created is not None:
+                created["links"] = {
+                    "".join(part.title() for part in target.split("_")): {
+                        "operationId": target,
+                        "parameters": {parameter: f"$response.body#/{field}"},
+                    }
+                    for target, parameter, field in targets
+                }
 
 
 def _problems_only_as_problem_json(document: dict[str, Any]) -> None:
