@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     AUTH_FAILURE_WINDOW: int = Field(default=60, ge=1, le=86400)
     AUTH_BLOCK_SECONDS: int = Field(default=60, ge=1, le=86400)
     AUDIT_RETENTION_DAYS: int = Field(default=365, ge=1, le=36500)
+    # Request bodies above this are refused (413) before they are read: room for a
+    # SEND_MAX_BYTES message whose attachments arrive base64-encoded in JSON.
+    MAX_BODY_BYTES: int = Field(default=16 * 1024 * 1024, ge=1024)
     # The submission service /send relays through (Postfix's 587 with STARTTLS, or 465).
     SUBMISSION_HOST: str = "127.0.0.1"
     SUBMISSION_PORT: int = Field(default=587, ge=1, le=65535)

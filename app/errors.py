@@ -7,13 +7,14 @@ input) and database outages are rendered the same way, each with a stable
 """
 
 import logging
+from contextvars import ContextVar
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -21,6 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 logger = logging.getLogger("mailprov")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+# The current request's id (app.middleware.RequestId), for problem documents and logs.
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 TYPE_PREFIX = "urn:mailprov:problem:"
 
 
@@ -50,6 +54,9 @@ class ProblemDetail(BaseModel):
     status: int
     detail: str
     instance: str | None = None
+    request_id: str | None = Field(
+        default=None, description="Also in the X-Request-ID header; quote it in a report."
+    )
     errors: list[FieldError] | None = None
 
 
@@ -164,6 +171,7 @@ def problem_body(problem: Problem, instance: str) -> dict[str, Any]:
         status=problem.status,
         detail=problem.detail,
         instance=instance,
+        request_id=request_id.get(),
         errors=errors,
     ).model_dump(exclude_none=True)
 
@@ -184,6 +192,7 @@ def problem_response(
         status=status,
         detail=detail,
         instance=request.url.path,
+        request_id=request_id.get(),
         errors=errors,
     )
     return JSONResponse(

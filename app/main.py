@@ -16,6 +16,7 @@ from app.config import Settings
 from app.db import create_db_engine, open_session
 from app.deps import require_json_body
 from app.errors import install_error_handlers
+from app.middleware import BodyLimit, RequestId
 from app.migrate import schema_head
 from app.openapi import install_openapi
 from app.routes import aliases, audit, domains, health, keys, mailboxes, send
@@ -79,4 +80,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(api)
     install_openapi(app)
+    app.add_middleware(BodyLimit, limit=settings.MAX_BODY_BYTES)
+    app.add_middleware(RequestId)  # outermost: every answer carries its id
     return app
