@@ -66,27 +66,26 @@ def client_address(request: Request) -> str:
     return (request.client.host if request.client else "unknown")[:64]
 
 
-def _retry_after(until: datetime, now: datetime) -> dict[str, str]:
-    return {"Retry-After": str(max(1, math.ceil((until - now).total_seconds())))}
+def _blocked(until: datetime, now: datetime) -> TooManyFailures:
+    retry_after = max(1, math.ceil((until - now).total_seconds()))
+    return TooManyFailures(
+        "too many failed authentications from this address; retry later",
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 def _check_block(session: Session, client: str, now: datetime) -> None:
     row = session.get(AuthFailure, client)
     if row is not None and row.blocked_until is not None and row.blocked_until > now:
-        raise TooManyFailures(
-            "too many failed authentications from this address; retry later",
-            headers=_retry_after(row.blocked_until, now),
-        )
+        raise _blocked(row.blocked_until, now)
 
 
-def _record_failure(
-    engine_session: Session, client: str, settings: Settings, now: datetime
-) -> None:
+def _record_failure(session: Session, client: str, settings: Settings, now: datetime) -> None:
     """Count one failure; past the limit, block the client (raises 429)."""
     window = timedelta(seconds=settings.AUTH_FAILURE_WINDOW)
     for _attempt in range(3):
         try:
-            row = engine_session.get(AuthFailure, client, with_for_update=True)
+            row = session.get(AuthFailure, client, with_for_update=True)
             if row is None:
                 row = AuthFailure(client=client, window_start=now, failures=0)
             elif row.window_start + window <= now:
@@ -94,18 +93,15 @@ def _record_failure(
             row.failures += 1
             if row.failures >= settings.AUTH_FAILURE_LIMIT:
                 row.blocked_until = now + timedelta(seconds=settings.AUTH_BLOCK_SECONDS)
-            engine_session.add(row)
-            engine_session.commit()
+            session.add(row)
+            session.commit()
             break
         except IntegrityError:  # another copy inserted the first failure at the same time
-            engine_session.rollback()
+            session.rollback()
     else:
         return
     if row.blocked_until is not None:
-        raise TooManyFailures(
-            "too many failed authentications from this address; retry later",
-            headers=_retry_after(row.blocked_until, now),
-        )
+        raise _blocked(row.blocked_until, now)
 
 
 def authenticate(

@@ -294,30 +294,26 @@ def install_error_handlers(app: FastAPI) -> None:
             detail="A concurrent change conflicts with this request; nothing was changed.",
         )
 
-    @app.exception_handler(PoolTimeout)
-    async def _pool_exhausted(request: Request, exc: PoolTimeout) -> JSONResponse:
-        logger.warning("database connection pool exhausted")
+    def unavailable(request: Request, detail: str, retry_after: int) -> JSONResponse:
         return problem_response(
             request,
             status=503,
             code="database-unavailable",
             title="Database unavailable",
-            detail="Every database connection is busy; retry shortly.",
-            headers={"Retry-After": "1"},
+            detail=detail,
+            headers={"Retry-After": str(retry_after)},
         )
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(request: Request, exc: PoolTimeout) -> JSONResponse:
+        logger.warning("database connection pool exhausted")
+        return unavailable(request, "Every database connection is busy; retry shortly.", 1)
 
     @app.exception_handler(OperationalError)
     async def _database_down(request: Request, exc: OperationalError) -> JSONResponse:
         # Connection-level failures: the database is down or unreachable.
         logger.warning("database unavailable: %s", type(exc.orig).__name__)
-        return problem_response(
-            request,
-            status=503,
-            code="database-unavailable",
-            title="Database unavailable",
-            detail="The database cannot be reached; retry shortly.",
-            headers={"Retry-After": "5"},
-        )
+        return unavailable(request, "The database cannot be reached; retry shortly.", 5)
 
     @app.exception_handler(DBAPIError)
     async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:

@@ -10,6 +10,7 @@ from app.addresses import domain_of
 from app.crud.common import (
     alias_sources,
     commit_or_conflict,
+    domain_id_of,
     in_scope,
     lock_alias_graph,
     mailboxes_among,
@@ -131,8 +132,7 @@ def list_aliases(
     if scope is not None:
         conditions.append(in_scope(col(AliasRow.domain_id), scope))
     if domain is not None:
-        domain_id = select(Domain.id).where(Domain.name == domain).scalar_subquery()
-        conditions.append(col(AliasRow.domain_id) == domain_id)
+        conditions.append(col(AliasRow.domain_id) == domain_id_of(domain))
     if source is not None:
         conditions.append(col(AliasRow.source) == source)
     if destination is not None:

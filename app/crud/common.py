@@ -3,7 +3,7 @@
 from collections.abc import Iterable, Sequence
 from pathlib import PurePosixPath
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, ScalarSelect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped
 from sqlmodel import Session, col, select
@@ -69,6 +69,11 @@ def mailboxes_among(session: Session, addresses: Iterable[str]) -> set[str]:
 
 def page_slice(keys: Sequence[str], page: PageParams) -> tuple[int, str | None]:
     return min(len(keys), page.limit), page.next_cursor(list(keys))
+
+
+def domain_id_of(name: str) -> ScalarSelect[int | None]:
+    """The id of the domain called ``name``, as a subquery."""
+    return select(Domain.id).where(Domain.name == name).scalar_subquery()
 
 
 def in_scope(domain_id: Mapped[int], scope: frozenset[str]) -> ColumnElement[bool]:

@@ -7,6 +7,7 @@ from app import errors
 from app.addresses import domain_of
 from app.crud.common import (
     commit_or_conflict,
+    domain_id_of,
     in_scope,
     lock_alias_graph,
     mailbox_exists,
@@ -18,7 +19,6 @@ from app.crud.common import (
 from app.models import (
     AliasDestination,
     AliasRow,
-    Domain,
     Mailbox,
     MailboxDeleted,
     MailboxPublic,
@@ -67,8 +67,7 @@ def list_mailboxes(
     if scope is not None:
         conditions.append(in_scope(col(Mailbox.domain_id), scope))
     if domain is not None:
-        domain_id = select(Domain.id).where(Domain.name == domain).scalar_subquery()
-        conditions.append(col(Mailbox.domain_id) == domain_id)
+        conditions.append(col(Mailbox.domain_id) == domain_id_of(domain))
     if q:
         conditions.append(col(Mailbox.email).contains(q.lower(), autoescape=True))
     total = session.exec(select(func.count()).select_from(Mailbox).where(*conditions)).one()
