@@ -28,6 +28,7 @@ from app.config import Settings
 from app.db import open_session
 from app.errors import Forbidden, Problem
 from app.keys import KeyRejected, Principal, principal_of, utcnow, verify_key
+from app.metrics import AUTH_FAILURES
 
 LAST_USED_RESOLUTION = timedelta(seconds=60)  # last_used_at is written at most once a minute
 
@@ -115,12 +116,18 @@ def authenticate(
     client = client_address(request)
     now = utcnow()
     with open_session(request.app.state.engine) as session:
-        _check_block(session, client, now)
+        try:
+            _check_block(session, client, now)
+        except TooManyFailures:
+            AUTH_FAILURES.labels("blocked").inc()
+            raise
         if credentials is None:
+            AUTH_FAILURES.labels("missing").inc()
             raise Unauthorized("send an API key as Authorization: Bearer <key>", invalid=False)
         try:
             row = verify_key(session, credentials.credentials, now)
         except KeyRejected:
+            AUTH_FAILURES.labels("invalid").inc()
             session.rollback()
             with open_session(request.app.state.engine, write=True) as writer:
                 _record_failure(writer, client, settings, now)

@@ -2,10 +2,17 @@
 
 import argparse
 import json
+import logging
+import logging.config
+import os
+import shutil
+import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.config import Settings
@@ -14,17 +21,24 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
 
-def _migrate(settings: Settings) -> None:
+def _migrate(settings: Settings, log: "logging.Logger | None" = None) -> None:
     from app.db import create_db_engine
     from app.migrate import MigrationRefused, migrate
 
     engine = create_db_engine(settings.DATABASE_URL)
     try:
-        print(f"mailprov: {migrate(engine)}", file=sys.stderr)
+        done = migrate(engine)
     except MigrationRefused as exc:
+        if log is not None:
+            log.error("cannot migrate: %s", exc)
+            sys.exit(1)
         sys.exit(f"mailprov: cannot migrate: {exc}")
     finally:
         engine.dispose()
+    if log is not None:
+        log.info("%s", done)
+    else:
+        print(f"mailprov: {done}", file=sys.stderr)
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
@@ -34,17 +48,78 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from app.checks import UnsafeConfiguration, refuse_unsafe
+    from app.logs import log_config
+
+    settings = Settings()
+    logs = log_config(settings.LOG_FORMAT, args.log_level)
+    logging.config.dictConfig(logs)  # the lines before uvicorn's, in the same format
+    log = logging.getLogger("mailprov")
+    try:
+        refuse_unsafe(settings)  # each worker logs the warnings as it starts
+    except UnsafeConfiguration as exc:
+        log.error("%s", exc)
+        sys.exit(1)
     if not args.no_migrate:
-        _migrate(Settings())
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        proxy_headers=args.proxy_headers,
-        log_level=args.log_level,
-    )
+        _migrate(settings, log)
+    metrics_dir = _metrics_dir(args.workers)
+    # After a graceful shutdown uvicorn re-raises the SIGTERM it got; with the default
+    # action a single worker would then die "killed by SIGTERM" (143) where --workers N
+    # and SIGINT end with 0. A stop that drained cleanly exits 0 whatever the count.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            proxy_headers=args.proxy_headers,
+            log_level=args.log_level,
+            log_config=logs,
+            access_log=False,  # app.middleware.Instrument writes a better one
+            timeout_graceful_shutdown=args.shutdown_timeout,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _metrics_dir(workers: int) -> str | None:
+    """With several workers, a directory where each writes its metrics (prometheus
+    multiprocess mode), so a scrape of any worker sums all. Returns one to remove."""
+    from app.metrics import MULTIPROC_ENV
+
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        for stale in Path(given).glob("*.db"):  # counts of an earlier run
+            stale.unlink()
+        return None
+    if workers < 2:
+        return None
+    made = tempfile.mkdtemp(prefix="mailprov-metrics-")
+    os.environ[MULTIPROC_ENV] = made  # inherited by the workers uvicorn spawns
+    return made
+
+
+def cmd_check_config(_: argparse.Namespace) -> None:
+    from app.checks import check
+
+    settings = Settings()
+    findings = check(settings)
+    for finding in findings:
+        print(finding)
+    errors = sum(finding.level == "error" for finding in findings)
+    warnings = len(findings) - errors
+    mode = settings.ENVIRONMENT
+    if errors and mode == "production":
+        verdict = "the service will refuse to start"
+    elif errors:
+        verdict = "in production the service would refuse to start"
+    else:
+        verdict = "the service will start"
+    print(f"mailprov: {errors} errors, {warnings} warnings ({mode}): {verdict}", file=sys.stderr)
+    sys.exit(1 if errors else 0)
 
 
 @contextmanager
@@ -173,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-migrate", action="store_true", help="do not migrate first")
     serve.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-*")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="on SIGTERM, wait at most this long for requests in flight (default: as long "
+        "as they take); set it below your orchestrator's stop grace period",
+    )
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
@@ -192,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     revoke.set_defaults(func=cmd_keys_revoke)
+
+    check = sub.add_parser("check-config", help="report unsafe or inconsistent settings")
+    check.set_defaults(func=cmd_check_config)
 
     audit = sub.add_parser("audit-purge", help="delete audit entries past the retention")
     audit.set_defaults(func=cmd_audit_purge)

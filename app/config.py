@@ -10,7 +10,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MAILPROV_", env_file=".env", extra="ignore")
 
+    # production: `mailprov check-config` errors stop the service from starting.
     ENVIRONMENT: Literal["development", "production"] = "development"
+    # Log lines as JSON objects (one per line) or as readable text; both carry request ids.
+    LOG_FORMAT: Literal["text", "json"] = "text"
+    # GET /metrics (Prometheus): "key" needs an admin key (a read-only one is enough),
+    # "open" needs none (only behind a proxy or on a private network), "off" is 404.
+    METRICS: Literal["key", "open", "off"] = "key"
     # SQLite file next to where the service runs: nothing to install.
     DATABASE_URL: str = "sqlite:///./mailprov.db"
     # Seconds a new database connection may take before the request fails with 503.
@@ -44,6 +50,10 @@ class Settings(BaseSettings):
     SEND_MAX_RECIPIENTS: int = Field(default=50, ge=1, le=10000)
     # Postfix's default message_size_limit.
     SEND_MAX_BYTES: int = Field(default=10_240_000, ge=1024)
+    # Messages one key may send per SEND_RATE_WINDOW seconds, shared by every running
+    # copy (in the database); bursts up to the limit. 0 turns the limit off.
+    SEND_RATE_LIMIT: int = Field(default=120, ge=0, le=1_000_000)
+    SEND_RATE_WINDOW: int = Field(default=60, ge=1, le=86400)
     IDEMPOTENCY_HOURS: int = Field(default=24, ge=1, le=720)
     PAGE_SIZE_DEFAULT: int = Field(default=50, ge=1, le=1000)
     PAGE_SIZE_MAX: int = Field(default=500, ge=1, le=10000)

@@ -19,6 +19,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.metrics import DATABASE_ERRORS
+
 logger = logging.getLogger("mailprov")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -307,17 +309,20 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeout)
     async def _pool_exhausted(request: Request, exc: PoolTimeout) -> JSONResponse:
         logger.warning("database connection pool exhausted")
+        DATABASE_ERRORS.labels("pool-exhausted").inc()
         return unavailable(request, "Every database connection is busy; retry shortly.", 1)
 
     @app.exception_handler(OperationalError)
     async def _database_down(request: Request, exc: OperationalError) -> JSONResponse:
         # Connection-level failures: the database is down or unreachable.
         logger.warning("database unavailable: %s", type(exc.orig).__name__)
+        DATABASE_ERRORS.labels("unavailable").inc()
         return unavailable(request, "The database cannot be reached; retry shortly.", 5)
 
     @app.exception_handler(DBAPIError)
     async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
         logger.error("database error: %s", type(exc.orig).__name__)
+        DATABASE_ERRORS.labels("error").inc()
         return problem_response(
             request,
             status=503,
@@ -325,17 +330,6 @@ def install_error_handlers(app: FastAPI) -> None:
             title="Database error",
             detail="The database could not complete the request; nothing was changed.",
             headers={"Retry-After": "1"},
-        )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
-            request,
-            status=500,
-            code="internal",
-            title="Internal error",
-            detail="The server failed to handle the request; nothing was changed.",
         )
 
 

@@ -12,14 +12,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from app import __version__
 from app.audit import audit_trail, purge
 from app.auth import READ
+from app.checks import refuse_unsafe
 from app.config import Settings
 from app.db import create_db_engine, open_session
 from app.deps import require_json_body
 from app.errors import install_error_handlers
-from app.middleware import BodyLimit, RequestId
+from app.middleware import BodyLimit, Instrument, RequestId
 from app.migrate import schema_head
 from app.openapi import install_openapi
-from app.routes import aliases, audit, domains, health, keys, mailboxes, send
+from app.routes import aliases, audit, domains, health, keys, mailboxes, metrics, send
 
 logger = logging.getLogger("mailprov")
 
@@ -44,6 +45,8 @@ def _purge_audit(engine: Engine, retention_days: int) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    for finding in refuse_unsafe(settings):  # raises in production when there are errors
+        logger.warning("configuration %s", finding)
     engine = create_db_engine(
         settings.DATABASE_URL,
         connect_timeout=settings.DATABASE_CONNECT_TIMEOUT,
@@ -78,8 +81,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(keys.router)
     api.include_router(audit.router)
     app.include_router(health.router)
+    if settings.METRICS == "key":
+        api.include_router(metrics.router("key"))
+    else:
+        app.include_router(metrics.router(settings.METRICS))
     app.include_router(api)
     install_openapi(app)
     app.add_middleware(BodyLimit, limit=settings.MAX_BODY_BYTES)
+    app.add_middleware(Instrument)
     app.add_middleware(RequestId)  # outermost: every answer carries its id
     return app

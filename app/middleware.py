@@ -1,22 +1,52 @@
-"""ASGI middleware: a request id on every answer, and a cap on request bodies.
+"""ASGI middleware: a request id on every answer, metrics and the access log, and a
+cap on request bodies.
 
 Pure ASGI (not BaseHTTPMiddleware), so streaming and background work are untouched.
 """
 
 import json
+import logging
 import re
+import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PROBLEM_MEDIA_TYPE, TYPE_PREFIX, request_id
+from app.metrics import LATENCY, REQUESTS
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 
+logger = logging.getLogger("mailprov")
+access_log = logging.getLogger("mailprov.access")
+
+
+async def send_problem(
+    scope: Scope, send: Send, status: int, code: str, title: str, detail: str
+) -> None:
+    """A problem+json answer from outside FastAPI's handlers."""
+    body = json.dumps(
+        {
+            "type": TYPE_PREFIX + code,
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "instance": scope.get("path", ""),
+            "request_id": request_id.get(),
+        }
+    ).encode()
+    headers = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+               (b"content-length", str(len(body)).encode())]  # fmt: skip
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
 
 class RequestId:
-    """Take a sane X-Request-ID from the caller, or make one; answer it back."""
+    """Take a sane X-Request-ID from the caller, or make one; answer it back.
+
+    Outermost, so it also turns an unexpected exception into a 500 problem document
+    that carries the id (Starlette's own 500 sits outside every middleware)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -28,17 +58,62 @@ class RequestId:
         given = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"")
         value = given.decode() if _SAFE_ID.fullmatch(given) else uuid.uuid4().hex
         token = request_id.set(value)
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = [(k, v) for k, v in message.get("headers", []) if k != REQUEST_ID_HEADER]
                 message["headers"] = [*headers, (REQUEST_ID_HEADER, value.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if started:
+                raise  # too late for an answer: the server drops the connection
+            detail = "The server failed to handle the request; nothing was changed."
+            await send_problem(scope, send_with_id, 500, "internal", "Internal error", detail)
         finally:
             request_id.reset(token)
+
+
+class Instrument:
+    """Count and time every request by route template; write the access log line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            elapsed = time.perf_counter() - began
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            REQUESTS.labels(method, template, str(status)).inc()
+            LATENCY.labels(method, template).observe(elapsed)
+            access_log.info(
+                "%s %s %d %.1fms", method, scope["path"], status, elapsed * 1000,
+                extra={"method": method, "path": scope["path"], "route": template,
+                       "status": status, "duration_ms": round(elapsed * 1000, 2),
+                       "client": (scope.get("client") or ("", 0))[0]},
+            )  # fmt: skip
 
 
 class BodyLimit:
@@ -85,24 +160,5 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(
-            {
-                "type": TYPE_PREFIX + "payload-too-large",
-                "title": "Payload too large",
-                "status": 413,
-                "detail": f"The request body is larger than {self.limit} bytes.",
-                "instance": scope.get("path", ""),
-                "request_id": request_id.get(),
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_problem(scope, send, 413, "payload-too-large", "Payload too large",
+                           f"The request body is larger than {self.limit} bytes.")  # fmt: skip

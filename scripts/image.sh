@@ -240,11 +240,13 @@ free_port() {
 
 # podman run with what these machines need: runc, and limits no higher than the
 # ones runc inherits (root lacks CAP_SYS_RESOURCE here, so it cannot raise them).
-podman_run() {
+podman_run() { podman_run_fg --detach "$@"; }
+
+podman_run_fg() {
     local nofile
     nofile=$(ulimit -Hn)
     if [ "$nofile" = unlimited ] || [ "$nofile" -gt 65536 ]; then nofile=65536; fi
-    podman run --detach --runtime runc \
+    podman run --runtime runc \
         --ulimit "nofile=$nofile:$nofile" --ulimit nproc=4096:4096 \
         --read-only --cap-drop all --security-opt no-new-privileges "$@"
 }
@@ -323,8 +325,8 @@ smoke() {
     http "$port" GET /ready
     expect 200 '"ready"' "GET /ready"
     podman logs "$name" >"$TMP/service.log" 2>&1
-    grep -q 'mailprov: migrated to' "$TMP/service.log" || fail "no migration in the log"
-    log "ok: migrated on start ($(grep -m1 'mailprov: migrated' "$TMP/service.log"))"
+    grep -q '"message": "migrated to' "$TMP/service.log" || fail "no migration in the (JSON) log"
+    log "ok: migrated on start, logged as JSON ($(grep -m1 -o '"message": "migrated to [^"]*"' "$TMP/service.log"))"
     podman healthcheck run "$name" >/dev/null 2>&1 || fail "podman healthcheck run: unhealthy"
     log "ok: HEALTHCHECK passes in the container ($(podman inspect --format '{{.State.Health.Status}}' "$name"))"
     uid=$(podman exec "$name" id -u)
@@ -351,6 +353,17 @@ smoke() {
     http "$port" GET /domains/smoke.example
     expect 200 '"smoke.example"' "the domain survived a restart"
     podman stop --time 10 "$name" >/dev/null 2>&1
+    done_step
+
+    step "smoke: production refuses unsafe settings"
+    # The image runs in production mode: a weak bcrypt cost stops it before it migrates.
+    if podman_run_fg --rm --tmpfs /srv/mailprov/data:rw,mode=0750,U --env MAILPROV_BCRYPT_COST=4 \
+        "$IMAGE" >"$TMP/refused.log" 2>&1; then
+        fail "the service started with MAILPROV_BCRYPT_COST=4 in production"
+    fi
+    grep -q 'refusing to start in production' "$TMP/refused.log" ||
+        { cat "$TMP/refused.log" >&2; fail "no refusal message"; }
+    log "ok: refused to start (MAILPROV_BCRYPT_COST=4)"
     done_step
 
     step "smoke: MAILPROV_MIGRATE_ON_START=false"

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
@@ -33,6 +34,19 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A private CA for the tests' SMTP servers (tests/smtpd.py)."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
 @pytest.fixture
 def fresh_database_url(tmp_path: Path) -> Iterator[str]:
     """An empty, unmigrated database of its own."""
@@ -57,6 +71,7 @@ def _empty(engine: Engine) -> None:
             "mailprov_api_keys",
             "mailprov_auth_failures",
             "mailprov_idempotency",
+            "mailprov_send_rate",
         ):
             conn.execute(text(f"DELETE FROM {table}"))
 

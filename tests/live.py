@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -32,10 +33,19 @@ def free_port() -> int:
 class Live:
     base: str  # e.g. http://127.0.0.1:43123
     headers: dict[str, str]  # what every API call must send (authentication)
+    process: subprocess.Popen[bytes]  # `mailprov serve` itself, e.g. to send it SIGTERM
+    log: IO[bytes]  # its stdout and stderr
+
+    def output(self) -> str:
+        """What the server has logged so far (pread: the server shares the file offset)."""
+        fd = self.log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
 
 @contextmanager
-def live_server(database_url: str, *, workers: int = 1, **env: str) -> Iterator[Live]:
+def live_server(
+    database_url: str, *, workers: int = 1, log_level: str = "warning", **env: str
+) -> Iterator[Live]:
     # Migrate and make the first admin key before the server starts: `serve` then
     # finds the schema at head, and no two processes migrate at once.
     engine = create_db_engine(database_url)
@@ -54,7 +64,7 @@ def live_server(database_url: str, *, workers: int = 1, **env: str) -> Iterator[
         | env
     )
     command = [str(MAILPROV), "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", str(workers), "--log-level", "warning"]  # fmt: skip
+               "--workers", str(workers), "--log-level", log_level]  # fmt: skip
     # A file, not a pipe: a server that logs a lot must never block on a full pipe.
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
@@ -78,7 +88,7 @@ def live_server(database_url: str, *, workers: int = 1, **env: str) -> Iterator[
                 if time.monotonic() > deadline:
                     raise RuntimeError("mailprov serve did not become ready within 30 s")
                 time.sleep(0.1)
-            yield Live(base=base, headers={"Authorization": f"Bearer {key}"})
+            yield Live(base, {"Authorization": f"Bearer {key}"}, process, log)
         finally:
             process.terminate()
             try:

@@ -107,6 +107,7 @@ MATRIX: dict[tuple[str, str], tuple[Call, tuple[int, int, int, int]]] = {
     ("GET", "/keys/{key_id}"): (Call("GET", "/keys/{spare}"), (403, 403, 403, 200)),
     ("DELETE", "/keys/{key_id}"): (Call("DELETE", "/keys/{spare}"), (403, 403, 403, 200)),
     ("GET", "/audit"): (Call("GET", "/audit"), (403, 403, 403, 200)),
+    ("GET", "/metrics"): (Call("GET", "/metrics"), (403, 403, 403, 200)),
 }
 
 
@@ -188,8 +189,9 @@ def test_route_answers_each_kind_of_key(
                 call.method, call.url(keys["spare"]), json=call.body, headers=headers
             )
             assert response.status_code == expected[kind], (kind, response.text)
+            success = "text/plain" if call.path == "/metrics" else "application/json"
             assert response.headers["content-type"].startswith(
-                "application/problem+json" if response.status_code >= 400 else "application/json"
+                "application/problem+json" if response.status_code >= 400 else success
             )
             if response.status_code == 401:
                 assert response.headers["www-authenticate"].startswith("Bearer")

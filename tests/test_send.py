@@ -27,18 +27,6 @@ def _empty_after(engine: Engine) -> Iterator[None]:
     _empty(engine)
 
 
-@pytest.fixture(scope="session")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="session")
-def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
 @pytest.fixture
 def smtp(ca: trustme.CA, ca_file: str) -> Iterator[SubmissionServer]:
     with submission_server(ca, ca_file, slow_data=3) as server:

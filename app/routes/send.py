@@ -1,16 +1,18 @@
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
+from sqlmodel import Session
 
-from app import idempotency
-from app.audit import AuditDep
+from app import idempotency, ratelimit
+from app.audit import Audit, AuditDep
 from app.auth import WRITE, PrincipalDep
 from app.compose import SendRequest, compose
+from app.config import Settings
 from app.db import open_session
 from app.deps import SettingsDep, WriteSessionDep
 from app.errors import (
@@ -22,6 +24,7 @@ from app.errors import (
     problem_responses,
 )
 from app.keys import Principal
+from app.metrics import SENDS
 from app.models import example
 from app.relay import RecipientsRefused, RefusedRecipient, relay
 
@@ -63,6 +66,27 @@ class SendNotAllowed(Forbidden):
     code, title = "send-not-allowed", "This key may not send as this address"
 
 
+_RATE_HEADERS = {
+    "RateLimit-Limit": "Messages this key may send per window.",
+    "RateLimit-Remaining": "Messages left in the current window.",
+    "RateLimit-Reset": "Seconds until the whole quota is back.",
+    "RateLimit-Policy": "The limit as `<messages>;w=<seconds>`.",
+}
+SEND_RESPONSES = problem_responses(400, 401, 403, 409, 413, 415, 422, 502, 504)
+SEND_RESPONSES[200] = {
+    "description": "Queued",
+    "headers": {
+        name: {"description": text, "schema": {"type": "string" if "Policy" in name else "integer"}}
+        for name, text in _RATE_HEADERS.items()
+    },
+}
+SEND_RESPONSES[429] = {
+    **SEND_RESPONSES[429],
+    "description": "Too many failed authentications from this address, or this key's "
+    "send rate is used up (`rate-limited`, with `RateLimit-*`); see `Retry-After`",
+}
+
+
 def may_send_as(principal: Principal, address: str) -> bool:
     if principal.admin:
         return True
@@ -77,11 +101,12 @@ def may_send_as(principal: Principal, address: str) -> bool:
     summary="Compose a message and relay it through the submission server",
     response_model=SendResult,
     dependencies=[WRITE],
-    responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 502, 504),
+    responses=SEND_RESPONSES,
 )
 async def send_message(
     body: SendRequest,
     request: Request,
+    response: Response,
     principal: PrincipalDep,
     settings: SettingsDep,
     session: WriteSessionDep,
@@ -105,7 +130,33 @@ async def send_message(
     The SMTP login is `credentials` (a mailbox's own) or, without them, the
     service's configured account; the server's own sender checks apply either way
     and surface as 403 `sender-refused`. A success means *queued*, not delivered.
+
+    Each key may send `MAILPROV_SEND_RATE_LIMIT` messages per
+    `MAILPROV_SEND_RATE_WINDOW` seconds (all running copies together): answers
+    carry `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and
+    `RateLimit-Policy`; past the limit, 429 `rate-limited` with `Retry-After`.
+    A replay (same Idempotency-Key) does not count.
     """
+    try:
+        result = await _send(body, request, response, principal, settings, session, audit,
+                             idempotency_key)  # fmt: skip
+    except Problem as problem:
+        SENDS.labels(problem.code).inc()
+        raise
+    SENDS.labels("replayed" if isinstance(result, JSONResponse) else "queued").inc()
+    return result
+
+
+async def _send(
+    body: SendRequest,
+    request: Request,
+    response: Response,
+    principal: Principal,
+    settings: Settings,
+    session: Session,
+    audit: Audit,
+    idempotency_key: str | None,
+) -> SendResult | JSONResponse:
     audit.target = body.sender.address
     if not may_send_as(principal, body.sender.address):
         raise SendNotAllowed(
@@ -153,6 +204,11 @@ async def send_message(
                 headers={"Idempotent-Replayed": "true"},
             )
     try:
+        if settings.SEND_RATE_LIMIT:
+            quota = await run_in_threadpool(
+                _take, engine, principal.key_id, settings.SEND_RATE_LIMIT, settings.SEND_RATE_WINDOW
+            )
+            response.headers.update(quota.headers())
         relayed = await relay(
             settings,
             sender=body.sender.address,
@@ -196,6 +252,11 @@ async def send_message(
         )
     await run_in_threadpool(session.commit)  # the answer and its audit entry, together
     return result
+
+
+def _take(engine: Engine, key_id: str, limit: int, window: int) -> ratelimit.Quota:
+    with open_session(engine, write=True) as session:
+        return ratelimit.take(session, key_id, limit, window)
 
 
 def _claim(
