@@ -76,6 +76,7 @@ ENV PATH=/opt/mailprov/bin:$PATH \
     MAILPROV_DATABASE_URL=sqlite:////srv/mailprov/data/mailprov.db \
     MAILPROV_ENVIRONMENT=production \
     MAILPROV_LOG_FORMAT=json \
+    MALLOC_ARENA_MAX=2 \
     MAILPROV_HOST=0.0.0.0 \
     MAILPROV_PORT=8000 \
     MAILPROV_MIGRATE_ON_START=true

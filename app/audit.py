@@ -26,6 +26,7 @@ from app.deps import get_write_session
 from app.errors import Problem
 from app.keys import Principal, utcnow
 from app.models import Page, example
+from app.pagination import PageParams
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -205,7 +206,7 @@ def audit_public(row: AuditEntry) -> AuditPublic:
 
 def read_audit(
     session: Session,
-    limit: int,
+    page: PageParams,
     before_id: int | None,
     *,
     target: str | None,
@@ -213,7 +214,7 @@ def read_audit(
     action: str | None,
     since: datetime | None,
     until: datetime | None,
-) -> tuple[list[AuditEntry], int]:
+) -> tuple[list[AuditEntry], int | None]:
     """Newest first; the cursor is the last id seen."""
     conditions: list[Any] = []
     if target is not None:
@@ -226,9 +227,9 @@ def read_audit(
         conditions.append(col(AuditEntry.at) >= since)
     if until is not None:
         conditions.append(col(AuditEntry.at) < until)
-    total = session.exec(select(func.count()).select_from(AuditEntry).where(*conditions)).one()
+    total = page.total(session, select(func.count()).select_from(AuditEntry).where(*conditions))
     query = select(AuditEntry).where(*conditions)
     if before_id is not None:
         query = query.where(col(AuditEntry.id) < before_id)
-    rows = session.exec(query.order_by(col(AuditEntry.id).desc()).limit(limit + 1)).all()
+    rows = session.exec(query.order_by(col(AuditEntry.id).desc()).limit(page.limit + 1)).all()
     return list(rows), total

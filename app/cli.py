@@ -7,6 +7,7 @@ import logging.config
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -15,10 +16,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import uvicorn
+
 from app.config import Settings
 
 if TYPE_CHECKING:
     from sqlmodel import Session
+
+_uvicorn_bind_socket = uvicorn.Config.bind_socket
 
 
 def _migrate(settings: Settings, log: "logging.Logger | None" = None) -> None:
@@ -46,8 +51,6 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     from app.checks import UnsafeConfiguration, refuse_unsafe
     from app.logs import log_config
 
@@ -63,6 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if not args.no_migrate:
         _migrate(settings, log)
     metrics_dir = _metrics_dir(args.workers)
+    uvicorn.Config.bind_socket = _bind_tcp_socket  # type: ignore[method-assign, assignment]
     # After a graceful shutdown uvicorn re-raises the SIGTERM it got; with the default
     # action a single worker would then die "killed by SIGTERM" (143) where --workers N
     # and SIGINT end with 0. A stop that drained cleanly exits 0 whatever the count.
@@ -83,6 +87,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _bind_tcp_socket(config: "uvicorn.Config") -> socket.socket:
+    """uvicorn's listening socket for --workers N, labelled IPPROTO_TCP.
+
+    With several workers uvicorn binds the socket itself with proto 0; accepted
+    connections inherit it, and asyncio sets TCP_NODELAY only on sockets that say
+    IPPROTO_TCP (Kludex/uvicorn#3149). Without it, Nagle's algorithm holds each
+    answer's body, written after its headers, until the client's delayed ACK:
+    about 40 ms on every keep-alive request (bench/, docs/benchmarks.md).
+    """
+    sock = _uvicorn_bind_socket(config)
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return sock
+    return socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
 
 
 def _metrics_dir(workers: int) -> str | None:

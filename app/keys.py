@@ -21,6 +21,7 @@ from sqlmodel import Session, SQLModel, select
 
 from app.addresses import normalize_alias_source, normalize_domain
 from app.models import RAW_MAX, Page, example
+from app.pagination import PageParams
 
 KEY_PATTERN = re.compile(r"mpk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 
@@ -243,12 +244,12 @@ def find_key(session: Session, key_id: str) -> ApiKey | None:
     return session.exec(select(ApiKey).where(ApiKey.key_id == key_id)).first()
 
 
-def list_keys(session: Session, limit: int, after: str | None) -> tuple[list[ApiKey], int]:
-    total = session.exec(select(func.count()).select_from(ApiKey)).one()
+def list_keys(session: Session, page: PageParams) -> tuple[list[ApiKey], int | None]:
+    total = page.total(session, select(func.count()).select_from(ApiKey))
     query = select(ApiKey)
-    if after is not None:
-        query = query.where(ApiKey.key_id > after)
-    rows = list(session.exec(query.order_by(ApiKey.key_id).limit(limit + 1)).all())
+    if page.after is not None:
+        query = query.where(ApiKey.key_id > page.after)
+    rows = list(session.exec(query.order_by(ApiKey.key_id).limit(page.limit + 1)).all())
     return rows, total
 
 

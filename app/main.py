@@ -18,7 +18,7 @@ from app.db import create_db_engine, open_session
 from app.deps import require_json_body
 from app.errors import install_error_handlers
 from app.middleware import BodyLimit, Instrument, RequestId
-from app.migrate import schema_head
+from app.migrate import SCHEMA_HEAD
 from app.openapi import install_openapi
 from app.routes import aliases, audit, domains, health, keys, mailboxes, metrics, send
 
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.schema_head = schema_head()
+    app.state.schema_head = SCHEMA_HEAD
     install_error_handlers(app)
 
     # Everything but health goes through this router: a valid key first, then JSON

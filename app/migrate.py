@@ -9,17 +9,22 @@ without any row changing.
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import BigInteger, Connection, Engine, Integer, String, inspect, text
+
+# Alembic is imported where it is used: the service's workers never load it (10 MB
+# each); they only compare the database's version with SCHEMA_HEAD.
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 # Beside the package in a checkout; an installed copy (the Docker image) names it.
 MIGRATIONS = Path(
     os.environ.get("MAILPROV_MIGRATIONS_DIR", Path(__file__).resolve().parent.parent / "migrations")
 )
 BASELINE = "0001"
+# The newest revision in migrations/versions (tests/test_migrations.py holds them equal).
+SCHEMA_HEAD = "0005"
 
 # Contract columns: name -> (type, minimum length for strings).
 CONTRACT: dict[str, dict[str, tuple[type, int]]] = {
@@ -55,7 +60,9 @@ def refuse_to_drop_rows(bind: Connection) -> None:
             raise MigrationRefused(f"{table} has rows; refusing to drop the ISPmail tables")
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine) -> "Config":
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
@@ -64,6 +71,9 @@ def alembic_config(engine: Engine) -> Config:
 
 @lru_cache
 def schema_head() -> str:
+    """The head revision, as Alembic reads it from the migration scripts."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     assert head is not None
     return head
@@ -110,6 +120,8 @@ def _contract_problems(engine: Engine) -> list[str]:
 
 def migrate(engine: Engine) -> str:
     """Bring the schema to head; return what was done, for the operator."""
+    from alembic import command
+
     config = alembic_config(engine)
     tables = set(inspect(engine).get_table_names())
     ispmail = set(CONTRACT) & tables

@@ -376,7 +376,10 @@ class AliasDeleted(BaseModel):
 
 
 class Page(BaseModel):
-    total: int = Field(description="Number of items matching the filters, on all pages.")
+    total: int | None = Field(
+        description="Number of items matching the filters, on all pages; null when the "
+        "request said `total=false`."
+    )
     limit: int
     next_cursor: str | None = Field(
         description="Pass as `cursor` to get the next page; null on the last page."

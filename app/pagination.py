@@ -4,9 +4,10 @@ is the last key of the previous page, so a page costs the same at any depth."""
 import base64
 import binascii
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
+from sqlmodel import Session
 
 from app.errors import InvalidCursor
 
@@ -31,9 +32,15 @@ def decode_cursor(cursor: str) -> str:
 
 
 class PageParams:
-    def __init__(self, limit: int, after: str | None) -> None:
+    def __init__(self, limit: int, after: str | None, with_total: bool = True) -> None:
         self.limit = limit
         self.after = after
+        self.with_total = with_total
+
+    def total(self, session: Session, count: Any) -> int | None:
+        """Run the ``SELECT count(...)`` for ``total``, unless the caller said total=false:
+        the one part of a page whose cost grows with the size of the list."""
+        return session.exec(count).one() if self.with_total else None
 
     def next_cursor(self, keys: list[str]) -> str | None:
         """Given the keys of up to ``limit + 1`` fetched rows, the cursor of the next page."""
@@ -49,12 +56,20 @@ def page_params(
         str | None,
         Query(max_length=1024, description="`next_cursor` of the previous page."),
     ] = None,
+    total: Annotated[
+        bool,
+        Query(
+            description="Count the matches on all pages (`total`). `false` answers "
+            "`total: null` and skips the count, whose cost grows with the list: "
+            "use it when paging through large lists."
+        ),
+    ] = True,
 ) -> PageParams:
     settings = request.app.state.settings
     if limit is None:
         limit = settings.PAGE_SIZE_DEFAULT
     limit = min(limit, settings.PAGE_SIZE_MAX)
-    return PageParams(limit, decode_cursor(cursor) if cursor is not None else None)
+    return PageParams(limit, decode_cursor(cursor) if cursor is not None else None, total)
 
 
 PageDep = Annotated[PageParams, Depends(page_params)]

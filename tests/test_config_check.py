@@ -135,3 +135,17 @@ def test_serve_in_production_refuses_before_touching_anything(tmp_path: Path) ->
 def test_finding_reads_as_level_setting_message() -> None:
     finding = Finding("error", "MAILPROV_X", "is wrong")
     assert str(finding) == "error: MAILPROV_X: is wrong"
+
+
+def test_serve_labels_its_listening_socket_tcp() -> None:
+    """So asyncio sets TCP_NODELAY on every connection, also with --workers N."""
+    import socket
+
+    import uvicorn
+
+    from app.cli import _bind_tcp_socket
+
+    config = uvicorn.Config("app.main:create_app", host="127.0.0.1", port=0, workers=2)
+    with _bind_tcp_socket(config) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockname()[0] == "127.0.0.1"

@@ -282,6 +282,13 @@ def assert_mailprov_schema(engine: Engine) -> None:
 # ---------------------------------------------------------------- empty database
 
 
+def test_schema_head_constant_is_the_newest_migration() -> None:
+    """The service compares the database with SCHEMA_HEAD without loading Alembic."""
+    from app.migrate import SCHEMA_HEAD
+
+    assert schema_head() == SCHEMA_HEAD
+
+
 def test_migrate_empty_database_creates_contract_schema(fresh_engine: Engine) -> None:
     assert migrate(fresh_engine) == f"migrated to {schema_head()}"
 

@@ -68,3 +68,22 @@ def test_chunked_body_under_the_cap_is_read(small: TestClient) -> None:
         "/domains", content=chunks(), headers={"content-type": "application/json"}
     )
     assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("path", ["/domains", "/mailboxes", "/aliases", "/keys", "/audit"])
+def test_total_false_skips_the_count_and_pages_the_same(client: TestClient, path: str) -> None:
+    for name in ("a.org", "b.org", "c.org"):
+        assert client.post("/domains", json={"name": name}).status_code == 201
+        mailbox = {"address": f"x@{name}", "password": "summersun"}
+        assert client.post("/mailboxes", json=mailbox).status_code == 201
+        alias = {"source": f"y@{name}", "destinations": [f"x@{name}"]}
+        assert client.post("/aliases", json=alias).status_code == 201
+        key = {"name": f"key-{name}", "domains": [name]}
+        assert client.post("/keys", json=key).status_code == 201
+    counted = client.get(path, params={"limit": 2}).json()
+    uncounted = client.get(path, params={"limit": 2, "total": "false"}).json()
+    assert counted["total"] >= 3 and uncounted["total"] is None
+    assert uncounted["items"] == counted["items"]
+    assert uncounted["next_cursor"] == counted["next_cursor"] is not None
+    bad = client.get(path, params={"total": "maybe"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "total"

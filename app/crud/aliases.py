@@ -10,10 +10,10 @@ from app.addresses import domain_of
 from app.crud.common import (
     alias_sources,
     commit_or_conflict,
-    domain_id_of,
     in_scope,
     lock_alias_graph,
     mailboxes_among,
+    of_domain,
     page_slice,
     prune_dangling,
     require_hosted,
@@ -127,19 +127,19 @@ def list_aliases(
     source: str | None = None,
     destination: str | None = None,
     scope: frozenset[str] | None = None,
-) -> tuple[list[AliasPublic], int, str | None]:
+) -> tuple[list[AliasPublic], int | None, str | None]:
     conditions: list[ColumnElement[bool]] = []
     if scope is not None:
         conditions.append(in_scope(col(AliasRow.domain_id), scope))
     if domain is not None:
-        conditions.append(col(AliasRow.domain_id) == domain_id_of(domain))
+        conditions.append(of_domain(session, col(AliasRow.domain_id), domain))
     if source is not None:
         conditions.append(col(AliasRow.source) == source)
     if destination is not None:
         conditions.append(col(AliasRow.destination) == destination)
-    total = session.exec(
-        select(func.count(func.distinct(AliasRow.source))).where(*conditions)
-    ).one()
+    total = page.total(
+        session, select(func.count(func.distinct(AliasRow.source))).where(*conditions)
+    )
     query = select(AliasRow.source).where(*conditions).distinct()
     if page.after is not None:
         query = query.where(AliasRow.source > page.after)

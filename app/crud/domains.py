@@ -41,13 +41,13 @@ def create_domain(session: Session, name: str) -> DomainPublic:
 
 def list_domains(
     session: Session, page: PageParams, q: str | None, scope: frozenset[str] | None = None
-) -> tuple[list[DomainPublic], int, str | None]:
+) -> tuple[list[DomainPublic], int | None, str | None]:
     conditions: list[ColumnElement[bool]] = []
     if scope is not None:
         conditions.append(col(Domain.name).in_(scope))
     if q:
         conditions.append(col(Domain.name).contains(q.lower(), autoescape=True))
-    total = session.exec(select(func.count()).select_from(Domain).where(*conditions)).one()
+    total = page.total(session, select(func.count()).select_from(Domain).where(*conditions))
     query = select(Domain.name).where(*conditions)
     if page.after is not None:
         query = query.where(Domain.name > page.after)

@@ -7,11 +7,11 @@ from app import errors
 from app.addresses import domain_of
 from app.crud.common import (
     commit_or_conflict,
-    domain_id_of,
     in_scope,
     lock_alias_graph,
     mailbox_exists,
     maildir,
+    of_domain,
     page_slice,
     prune_dangling,
     require_hosted,
@@ -62,15 +62,15 @@ def list_mailboxes(
     domain: str | None = None,
     q: str | None = None,
     scope: frozenset[str] | None = None,
-) -> tuple[list[MailboxPublic], int, str | None]:
+) -> tuple[list[MailboxPublic], int | None, str | None]:
     conditions: list[ColumnElement[bool]] = []
     if scope is not None:
         conditions.append(in_scope(col(Mailbox.domain_id), scope))
     if domain is not None:
-        conditions.append(col(Mailbox.domain_id) == domain_id_of(domain))
+        conditions.append(of_domain(session, col(Mailbox.domain_id), domain))
     if q:
         conditions.append(col(Mailbox.email).contains(q.lower(), autoescape=True))
-    total = session.exec(select(func.count()).select_from(Mailbox).where(*conditions)).one()
+    total = page.total(session, select(func.count()).select_from(Mailbox).where(*conditions))
     query = select(Mailbox).where(*conditions)
     if page.after is not None:
         query = query.where(Mailbox.email > page.after)

@@ -67,7 +67,7 @@ def list_audit(
         before_id = int(page.after)
     rows, total = read_audit(
         session,
-        page.limit,
+        page,
         before_id,
         target=target,
         key_id=key,

@@ -60,7 +60,7 @@ def create_api_key(
 )
 def list_api_keys(session: SessionDep, page: PageDep) -> KeysPage:
     """All keys, revoked ones included, in id order. Never the keys themselves."""
-    rows, total = list_keys(session, page.limit, page.after)
+    rows, total = list_keys(session, page)
     cursor = page.next_cursor([row.key_id for row in rows])
     return KeysPage(
         items=[key_public(row) for row in rows[: page.limit]],
