@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,14 @@ async def run_api(base: str, headers: dict[str, str], n: int, concurrency: int) 
 
 
 @contextmanager
+def cleanup(workdir: Path) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
 def smtp_server(ca_file: Path) -> Iterator[tuple[str, int]]:
     """The test submission server in a child process; its CA written to ca_file."""
     child = subprocess.Popen(
@@ -116,11 +125,13 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="mailprov-bench-"))
     ca_file = workdir / "ca.pem"
     database = f"sqlite:///{workdir / 'bench.db'}"
-    with smtp_server(ca_file) as (host, port):
+    with smtp_server(ca_file) as (host, port), cleanup(workdir):
         env = {
             "MAILPROV_SUBMISSION_HOST": host,
             "MAILPROV_SUBMISSION_PORT": str(port),
             "MAILPROV_SUBMISSION_CA_FILE": str(ca_file),
+            # The per-key limit is counted as in production, set high enough never to refuse.
+            "MAILPROV_SEND_RATE_LIMIT": "1000000",
         }
         with live_server(database, workers=args.workers, **env) as live:
             direct, api = [], []

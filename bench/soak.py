@@ -164,6 +164,9 @@ class Model:
     def ready(self) -> Call:
         return Call("ready", "GET", "/ready", (200,))
 
+    def metrics(self) -> Call:
+        return Call("metrics", "GET", "/metrics", (200,))
+
     def list_audit(self) -> Call:
         return Call("list_audit", "GET", "/audit?limit=20", (200,))
 
@@ -474,7 +477,8 @@ class Model:
     def mix(self) -> list[tuple[Callable[[], Call | None], int]]:
         """Operations and their weights (of 120)."""
         return [
-            (self.health, 3), (self.ready, 3), (self.list_audit, 2), (self.list_domains, 2),
+            (self.health, 2), (self.ready, 2), (self.metrics, 2), (self.list_audit, 2),
+            (self.list_domains, 2),
             (self.create_domain, 2), (self.delete_domain, 2), (self.read_domain, 3),
             (self.create_mailbox, 12), (self.read_mailbox, 10), (self.list_mailboxes, 4),
             (self.update_mailbox, 6), (self.delete_mailbox, 4),

@@ -10,6 +10,7 @@ from app.addresses import domain_of
 from app.crud.common import (
     alias_sources,
     commit_or_conflict,
+    domain_range,
     in_scope,
     lock_alias_graph,
     mailboxes_among,
@@ -141,6 +142,8 @@ def list_aliases(
         session, select(func.count(func.distinct(AliasRow.source))).where(*conditions)
     )
     query = select(AliasRow.source).where(*conditions).distinct()
+    if domain is not None and source is None and destination is None:
+        query = domain_range(query, AliasRow, "ix_virtual_aliases_domain_id_source")
     if page.after is not None:
         query = query.where(AliasRow.source > page.after)
     sources = session.exec(query.order_by(AliasRow.source).limit(page.limit + 1)).all()

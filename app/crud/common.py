@@ -2,16 +2,19 @@
 
 from collections.abc import Iterable, Sequence
 from pathlib import PurePosixPath
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, Select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from app import errors
 from app.addresses import domain_of, local_part_of
 from app.models import ALIAS_GRAPH_LOCK, AliasDestination, AliasRow, Domain, Lock, Mailbox
 from app.pagination import PageParams
+
+SelectT = TypeVar("SelectT", bound=Select[Any])
 
 
 def lock_alias_graph(session: Session) -> None:
@@ -74,11 +77,22 @@ def page_slice(keys: Sequence[str], page: PageParams) -> tuple[int, str | None]:
 def of_domain(session: Session, domain_id: Mapped[int], name: str) -> ColumnElement[bool]:
     """``domain_id`` is that of the domain called ``name`` (none: matches nothing).
 
-    The id is looked up first, not written as a subquery: with a constant, MariaDB
-    reads the (domain_id, key) index in key order from the cursor on; with the
-    subquery it walked the whole domain to find a deep page."""
+    The id is looked up first, a constant rather than a subquery, so that the
+    (domain_id, key) index can be read as one range (see ``domain_range``)."""
     found = session.exec(select(Domain.id).where(Domain.name == name)).first()
     return domain_id == found
+
+
+def domain_range(query: SelectT, table: type[SQLModel], index: str) -> SelectT:
+    """Make MariaDB read ``index`` (domain_id, key) as a range from the cursor on.
+
+    For ``domain_id = ? AND key > ? ORDER BY key LIMIT n`` MariaDB 10.11 picks ref
+    access on domain_id alone and walks the domain from its first row: the middle
+    page of a 1M-mailbox domain took 93 ms, with the index forced 1.5 to 1.8 ms at any
+    size (docs/benchmarks.md). SQLite and PostgreSQL find the range unaided."""
+    for dialect in ("mysql", "mariadb"):
+        query = query.with_hint(table, f"FORCE INDEX ({index})", dialect_name=dialect)
+    return query
 
 
 def in_scope(domain_id: Mapped[int], scope: frozenset[str]) -> ColumnElement[bool]:

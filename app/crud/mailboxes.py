@@ -7,6 +7,7 @@ from app import errors
 from app.addresses import domain_of
 from app.crud.common import (
     commit_or_conflict,
+    domain_range,
     in_scope,
     lock_alias_graph,
     mailbox_exists,
@@ -72,6 +73,8 @@ def list_mailboxes(
         conditions.append(col(Mailbox.email).contains(q.lower(), autoescape=True))
     total = page.total(session, select(func.count()).select_from(Mailbox).where(*conditions))
     query = select(Mailbox).where(*conditions)
+    if domain is not None:
+        query = domain_range(query, Mailbox, "ix_virtual_users_domain_id_email")
     if page.after is not None:
         query = query.where(Mailbox.email > page.after)
     rows = session.exec(query.order_by(Mailbox.email).limit(page.limit + 1)).all()
