@@ -1,6 +1,7 @@
 """The ``mailprov`` command: migrate, serve, export the OpenAPI document."""
 
 import argparse
+import ctypes
 import json
 import logging
 import logging.config
@@ -66,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if not args.no_migrate:
         _migrate(settings, log)
     metrics_dir = _metrics_dir(args.workers)
+    _limit_malloc_arenas()
     uvicorn.Config.bind_socket = _bind_tcp_socket  # type: ignore[method-assign, assignment]
     # After a graceful shutdown uvicorn re-raises the SIGTERM it got; with the default
     # action a single worker would then die "killed by SIGTERM" (143) where --workers N
@@ -102,6 +104,24 @@ def _bind_tcp_socket(config: "uvicorn.Config") -> socket.socket:
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return sock
     return socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+
+
+def _limit_malloc_arenas() -> None:
+    """At most MALLOC_ARENA_MAX (default 2) glibc malloc arenas per process.
+
+    Each threadpool thread (up to 40) may otherwise get an arena of its own, up to
+    8 per core, and a MariaDB worker under load grew to 124-128 MB; with 2 it
+    peaks at 108-110 MB at the same throughput (docs/benchmarks.md, section 4).
+    The variable reaches the workers uvicorn spawns; mallopt sets it for this
+    process, whose threadpool does not exist yet. A value already set is kept."""
+    arenas = os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        count = int(arenas)
+    except (OSError, ValueError):  # not glibc (musl, macOS), or not a number: leave it
+        return
+    m_arena_max = -8  # glibc's malloc.h
+    libc.mallopt(m_arena_max, count)
 
 
 def _metrics_dir(workers: int) -> str | None:

@@ -149,3 +149,16 @@ def test_serve_labels_its_listening_socket_tcp() -> None:
     with _bind_tcp_socket(config) as sock:
         assert sock.proto == socket.IPPROTO_TCP
         assert sock.getsockname()[0] == "127.0.0.1"
+
+
+def test_serve_limits_malloc_arenas_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.cli import _limit_malloc_arenas
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    _limit_malloc_arenas()
+    assert os.environ["MALLOC_ARENA_MAX"] == "2"  # what the spawned workers start with
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    _limit_malloc_arenas()
+    assert os.environ["MALLOC_ARENA_MAX"] == "4"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "lots")
+    _limit_malloc_arenas()  # not a number: left alone, no error
