@@ -16,6 +16,9 @@ from app.errors import PROBLEM_MEDIA_TYPE, TYPE_PREFIX, request_id
 from app.metrics import LATENCY, REQUESTS
 
 REQUEST_ID_HEADER = b"x-request-id"
+# Any token is a method to HTTP; only these become metric labels (else "OTHER"), so a
+# client cannot grow the number of series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _SAFE_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 
 logger = logging.getLogger("mailprov")
@@ -106,8 +109,9 @@ class Instrument:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"]
-            REQUESTS.labels(method, template, str(status)).inc()
-            LATENCY.labels(method, template).observe(elapsed)
+            label = method if method in METHODS else "OTHER"
+            REQUESTS.labels(label, template, str(status)).inc()
+            LATENCY.labels(label, template).observe(elapsed)
             access_log.info(
                 "%s %s %d %.1fms", method, scope["path"], status, elapsed * 1000,
                 extra={"method": method, "path": scope["path"], "route": template,

@@ -39,6 +39,7 @@ def test_metrics_count_requests_by_route_template(client: TestClient) -> None:
     client.get("/mailboxes/nobody@example.org")
     client.get("/domains")
     client.get("/no/such/route")
+    client.request("BREW", "/domains")  # any token is a method; it must not become a label
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=")
@@ -52,6 +53,7 @@ def test_metrics_count_requests_by_route_template(client: TestClient) -> None:
     assert delta("GET", "/mailboxes/{address}", 404) == 2
     assert delta("GET", "/domains", 200) == 1
     assert delta("GET", "unmatched", 404) == 1
+    assert delta("OTHER", "/domains", 405) == 1 and "BREW" not in after
     assert "nobody@example.org" not in after  # templates, never addresses
     latency = samples(after)
     count = latency[
