@@ -81,10 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(keys.router)
     api.include_router(audit.router)
     app.include_router(health.router)
-    if settings.METRICS == "key":
-        api.include_router(metrics.router("key"))
-    else:
-        app.include_router(metrics.router(settings.METRICS))
+    # With a key, /metrics is an API route like any other (admin); else it stands apart.
+    (api if settings.METRICS == "key" else app).include_router(metrics.router(settings.METRICS))
     app.include_router(api)
     install_openapi(app)
     app.add_middleware(BodyLimit, limit=settings.MAX_BODY_BYTES)

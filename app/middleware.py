@@ -4,7 +4,6 @@ cap on request bodies.
 Pure ASGI (not BaseHTTPMiddleware), so streaming and background work are untouched.
 """
 
-import json
 import logging
 import re
 import time
@@ -12,7 +11,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PROBLEM_MEDIA_TYPE, TYPE_PREFIX, request_id
+from app.errors import PROBLEM_MEDIA_TYPE, TYPE_PREFIX, ProblemDetail, request_id
 from app.metrics import LATENCY, REQUESTS
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -28,17 +27,19 @@ access_log = logging.getLogger("mailprov.access")
 async def send_problem(
     scope: Scope, send: Send, status: int, code: str, title: str, detail: str
 ) -> None:
-    """A problem+json answer from outside FastAPI's handlers."""
-    body = json.dumps(
-        {
-            "type": TYPE_PREFIX + code,
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "instance": scope.get("path", ""),
-            "request_id": request_id.get(),
-        }
-    ).encode()
+    """A problem+json answer from outside FastAPI's handlers, the same document."""
+    body = (
+        ProblemDetail(
+            type=TYPE_PREFIX + code,
+            title=title,
+            status=status,
+            detail=detail,
+            instance=scope.get("path", ""),
+            request_id=request_id.get(),
+        )
+        .model_dump_json(exclude_none=True)
+        .encode()
+    )
     headers = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()),
                (b"content-length", str(len(body)).encode())]  # fmt: skip
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -112,12 +113,13 @@ class Instrument:
             label = method if method in METHODS else "OTHER"
             REQUESTS.labels(label, template, str(status)).inc()
             LATENCY.labels(label, template).observe(elapsed)
-            access_log.info(
-                "%s %s %d %.1fms", method, scope["path"], status, elapsed * 1000,
-                extra={"method": method, "path": scope["path"], "route": template,
-                       "status": status, "duration_ms": round(elapsed * 1000, 2),
-                       "client": (scope.get("client") or ("", 0))[0]},
-            )  # fmt: skip
+            if access_log.isEnabledFor(logging.INFO):  # spare the dict when it is off
+                access_log.info(
+                    "%s %s %d %.1fms", method, scope["path"], status, elapsed * 1000,
+                    extra={"method": method, "path": scope["path"], "route": template,
+                           "status": status, "duration_ms": round(elapsed * 1000, 2),
+                           "client": (scope.get("client") or ("", 0))[0]},
+                )  # fmt: skip
 
 
 class BodyLimit:

@@ -2,7 +2,7 @@
 500 that still says which request it was."""
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -93,7 +93,8 @@ def test_metrics_count_database_errors(
 
 
 @pytest.fixture
-def metrics_app(settings: Settings, engine: Engine) -> Iterator[object]:
+def metrics_app(settings: Settings, engine: Engine) -> Iterator[Callable[[str], FastAPI]]:
+    """Apps for MAILPROV_METRICS modes, disposed after the test."""
     apps: list[FastAPI] = []
 
     def make(mode: str) -> FastAPI:
@@ -107,9 +108,8 @@ def metrics_app(settings: Settings, engine: Engine) -> Iterator[object]:
     _empty(engine)
 
 
-def test_metrics_exposure_modes(metrics_app: object, engine: Engine) -> None:
+def test_metrics_exposure_modes(metrics_app: Callable[[str], FastAPI], engine: Engine) -> None:
     make = metrics_app
-    assert callable(make)
     reader = bearer(make_key(engine, name="prometheus", admin=True, read_only=True))
     scoped = bearer(make_key(engine, name="scoped", domains=["example.org"]))
     with TestClient(make("key")) as keyed:

@@ -5,6 +5,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 import trustme
@@ -33,9 +34,17 @@ def smtp(ca: trustme.CA, ca_file: str) -> Iterator[SubmissionServer]:
         yield server
 
 
-def limited(settings: Settings, smtp: SubmissionServer, key: str, limit: int) -> TestClient:
+@contextmanager
+def limited(
+    settings: Settings, smtp: SubmissionServer, key: str, limit: int
+) -> Iterator[TestClient]:
+    """A client of an app of its own, as one running copy with this send limit."""
     app = send_app(settings, smtp, SEND_RATE_LIMIT=limit, SEND_RATE_WINDOW=60)
-    return TestClient(app, headers=bearer(key))
+    try:
+        with TestClient(app, headers=bearer(key)) as client:
+            yield client
+    finally:
+        app.state.engine.dispose()
 
 
 def test_limit_counts_down_then_refuses(
@@ -44,7 +53,6 @@ def test_limit_counts_down_then_refuses(
     key = make_key(engine, name="mailer", send_as=["@example.org"])
     with limited(settings, smtp, key, 3) as client:
         answers = [client.post("/send", json=message()) for _ in range(4)]
-        client.app.state.engine.dispose()  # type: ignore[attr-defined]
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert [a.headers["ratelimit-remaining"] for a in answers] == ["2", "1", "0", "0"]
     assert {a.headers["ratelimit-limit"] for a in answers} == {"3"}
@@ -73,8 +81,6 @@ def test_limit_is_per_key_and_shared_by_copies(
         assert two.post("/send", json=message()).status_code == 429
         other = two.post("/send", json=message(), headers=bearer(second))
         assert other.status_code == 200 and other.headers["ratelimit-remaining"] == "1"
-        for client in (one, two):
-            client.app.state.engine.dispose()  # type: ignore[attr-defined]
 
 
 def test_concurrent_sends_through_two_copies_never_exceed_the_limit(
@@ -95,8 +101,6 @@ def test_concurrent_sends_through_two_copies_never_exceed_the_limit(
 
         with ThreadPoolExecutor(max_workers=12) as pool:
             outcomes = Counter(pool.map(send, range(12)))
-        for client in (one, two):
-            client.app.state.engine.dispose()  # type: ignore[attr-defined]
     assert outcomes == {200: 5, 429: 7}
     assert len(smtp.transcript.received) == 5
     assert len(sql(engine, "SELECT key_id FROM mailprov_send_rate")) == 1
@@ -116,7 +120,6 @@ def test_replays_do_not_count_and_a_refusal_frees_the_idempotency_key(
         # The window has passed (the counter is what says so): the same key goes through.
         sql(engine, "UPDATE mailprov_send_rate SET tat = 0")
         assert client.post("/send", json=message(), headers=later).status_code == 200
-        client.app.state.engine.dispose()  # type: ignore[attr-defined]
     assert len(smtp.transcript.received) == 2
 
 
@@ -126,7 +129,6 @@ def test_limit_zero_turns_it_off(
     key = make_key(engine, name="free", send_as=["@example.org"])
     with limited(settings, smtp, key, 0) as client:
         answers = [client.post("/send", json=message()) for _ in range(3)]
-        client.app.state.engine.dispose()  # type: ignore[attr-defined]
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert all("ratelimit-limit" not in a.headers for a in answers)
     assert sql(engine, "SELECT * FROM mailprov_send_rate") == []
@@ -145,7 +147,6 @@ def test_sends_are_counted_by_outcome(
         client.post("/send", json=message())
         client.post("/send", json=message())
         client.post("/send", json=message(**{"from": {"address": "x@other.org"}}))
-        client.app.state.engine.dispose()  # type: ignore[attr-defined]
     after = {name: count(name) for name in before}
     assert {name: after[name] - before[name] for name in before} == {
         "queued": 1,
