@@ -16,38 +16,20 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
-from sqlalchemy import Column, DateTime, Index, Integer, String, delete, event, func
+from sqlalchemy import delete, event, func
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import Field as SQLField
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
 from app.auth import client_address
+from app.clock import utcnow
 from app.deps import get_write_session
 from app.errors import Problem
-from app.keys import Principal, utcnow
+from app.keys import Principal
 from app.models import Page, example
 from app.pagination import PageParams
+from app.tables import AuditEntry
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-class AuditEntry(SQLModel, table=True):
-    __tablename__ = "mailprov_audit"
-    __table_args__ = (
-        Index("ix_mailprov_audit_at", "at"),
-        Index("ix_mailprov_audit_key_id", "key_id"),
-        Index("ix_mailprov_audit_target", "target"),
-    )
-
-    id: int | None = SQLField(default=None, sa_column=Column(Integer, primary_key=True))
-    at: datetime = SQLField(sa_column=Column(DateTime, nullable=False))
-    key_id: str | None = SQLField(default=None, sa_column=Column(String(16)))
-    key_name: str | None = SQLField(default=None, sa_column=Column(String(100)))
-    action: str = SQLField(sa_column=Column(String(64), nullable=False))
-    target: str | None = SQLField(default=None, sa_column=Column(String(255)))
-    outcome: str = SQLField(sa_column=Column(String(64), nullable=False))
-    status: int = SQLField(sa_column=Column(Integer, nullable=False))
-    client: str | None = SQLField(default=None, sa_column=Column(String(64)))
 
 
 @dataclass

@@ -19,27 +19,18 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Column, DateTime, Integer, String
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field as SQLField
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
+from app.clock import utcnow
 from app.config import Settings
 from app.db import open_session
 from app.errors import Forbidden, Problem
-from app.keys import KeyRejected, Principal, principal_of, utcnow, verify_key
+from app.keys import KeyRejected, Principal, principal_of, verify_key
 from app.metrics import AUTH_FAILURES
+from app.tables import AuthFailure
 
 LAST_USED_RESOLUTION = timedelta(seconds=60)  # last_used_at is written at most once a minute
-
-
-class AuthFailure(SQLModel, table=True):
-    __tablename__ = "mailprov_auth_failures"
-
-    client: str = SQLField(sa_column=Column(String(64), primary_key=True))
-    window_start: datetime = SQLField(sa_column=Column(DateTime, nullable=False))
-    failures: int = SQLField(sa_column=Column(Integer, nullable=False))
-    blocked_until: datetime | None = SQLField(default=None, sa_column=Column(DateTime))
 
 
 class Unauthorized(Problem):

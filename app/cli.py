@@ -174,8 +174,8 @@ def _cli_session(write: bool = False) -> Iterator["Session"]:
 
 
 def _cli_audit(session: "Session", action: str, target: str, status: int = 200) -> None:
-    from app.audit import AuditEntry
-    from app.keys import utcnow
+    from app.clock import utcnow
+    from app.tables import AuditEntry
 
     session.add(
         AuditEntry(
@@ -231,7 +231,8 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
 def cmd_keys_list(_: argparse.Namespace) -> None:
     from sqlmodel import select
 
-    from app.keys import ApiKey, describe
+    from app.keys import describe
+    from app.tables import ApiKey
 
     with _cli_session() as session:
         for row in session.exec(select(ApiKey).order_by(ApiKey.key_id)).all():

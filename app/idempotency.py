@@ -8,35 +8,21 @@ sent twice. Same key, other payload: 409. The first request still running:
 
 import hashlib
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Integer, String, UniqueConstraint, delete
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field as SQLField
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
+from app.clock import utcnow
 from app.errors import Conflict
-from app.keys import utcnow
+from app.tables import IdempotencyRecord
 
 IN_FLIGHT = "in-flight"
 DONE = "done"
 # An in-flight record older than this belongs to a copy that died mid-send.
 STALE_AFTER = timedelta(minutes=15)
-
-
-class IdempotencyRecord(SQLModel, table=True):
-    __tablename__ = "mailprov_idempotency"
-    __table_args__ = (UniqueConstraint("key_id", "idem_key", name="uq_mailprov_idempotency"),)
-
-    id: int | None = SQLField(default=None, sa_column=Column(Integer, primary_key=True))
-    key_id: str = SQLField(sa_column=Column(String(16), nullable=False))
-    idem_key: str = SQLField(sa_column=Column(String(255), nullable=False))
-    request_hash: str = SQLField(sa_column=Column(String(64), nullable=False))
-    state: str = SQLField(sa_column=Column(String(16), nullable=False))
-    status: int | None = SQLField(default=None, sa_column=Column(Integer))
-    response: dict[str, Any] | None = SQLField(default=None, sa_column=Column(JSON))
-    created_at: datetime = SQLField(sa_column=Column(DateTime, nullable=False))
 
 
 class IdempotencyConflict(Conflict):

@@ -1,4 +1,4 @@
-"""API keys: mailprov's own tables and models (never the ISPmail tables).
+"""API keys: their models and operations (the table is ``app.tables.ApiKey``).
 
 A key reads ``mpk_<key id>_<secret>``. The key id (64 bits, public) finds the
 row; the secret (256 bits) is stored only as its SHA-256, which is enough for
@@ -11,41 +11,20 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, String, func
-from sqlmodel import Field as SQLField
-from sqlmodel import Session, SQLModel, select
+from sqlalchemy import func
+from sqlmodel import Session, select
 
 from app.addresses import normalize_alias_source, normalize_domain
+from app.clock import aware, naive_utc, utcnow
 from app.models import RAW_MAX, Page, example
 from app.pagination import PageParams
+from app.tables import ApiKey
 
 KEY_PATTERN = re.compile(r"mpk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
-
-
-def utcnow() -> datetime:
-    """Naive UTC, the form every backend stores alike."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-class ApiKey(SQLModel, table=True):
-    __tablename__ = "mailprov_api_keys"
-
-    id: int | None = SQLField(default=None, sa_column=Column(Integer, primary_key=True))
-    key_id: str = SQLField(sa_column=Column(String(16), nullable=False, unique=True))
-    name: str = SQLField(sa_column=Column(String(100), nullable=False))
-    secret_hash: str = SQLField(sa_column=Column(String(64), nullable=False))
-    admin: bool = SQLField(sa_column=Column(Boolean, nullable=False))
-    read_only: bool = SQLField(sa_column=Column(Boolean, nullable=False))
-    domains: list[str] = SQLField(sa_column=Column(JSON, nullable=False))
-    send_as: list[str] = SQLField(sa_column=Column(JSON, nullable=False))
-    created_at: datetime = SQLField(sa_column=Column(DateTime, nullable=False))
-    expires_at: datetime | None = SQLField(default=None, sa_column=Column(DateTime))
-    last_used_at: datetime | None = SQLField(default=None, sa_column=Column(DateTime))
-    revoked_at: datetime | None = SQLField(default=None, sa_column=Column(DateTime))
 
 
 @dataclass(frozen=True)
@@ -74,17 +53,6 @@ def _hash_secret(secret: str) -> str:
 
 # A stand-in compared against when no row matches, so a miss costs what a hit costs.
 _DUMMY_HASH = _hash_secret("x" * 43)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return None if value is None else value.replace(tzinfo=UTC)
-
-
-def naive_utc(value: datetime | None) -> datetime | None:
-    """An aware time as the naive UTC the tables store; naive times are taken as UTC."""
-    if value is None or value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 # ---------------------------------------------------------------- API models
@@ -179,10 +147,10 @@ def key_public(row: ApiKey) -> KeyPublic:
         read_only=row.read_only,
         domains=list(row.domains),
         send_as=list(row.send_as),
-        created_at=_aware(row.created_at) or row.created_at,
-        expires_at=_aware(row.expires_at),
-        last_used_at=_aware(row.last_used_at),
-        revoked_at=_aware(row.revoked_at),
+        created_at=aware(row.created_at) or row.created_at,
+        expires_at=aware(row.expires_at),
+        last_used_at=aware(row.last_used_at),
+        revoked_at=aware(row.revoked_at),
     )
 
 

@@ -1,9 +1,8 @@
-"""Table models (the shared ISPmail schema) and the API's request/response models.
+"""The API's request and response models (the tables are in ``app.tables``).
 
-Table and column names, types and lengths are the contract Postfix and Dovecot
-read (see ISPMAIL.md). The API names things for people: a mailbox has an
-``address`` (column ``email``); ids never leave the service. No ``*Public``
-model has a password or hash field.
+The API names things for people: a mailbox has an ``address`` (column
+``email``); ids never leave the service. No ``*Public`` model has a password
+or hash field.
 """
 
 from typing import Annotated, Any, Self
@@ -17,84 +16,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    UniqueConstraint,
-    text,
-)
-from sqlmodel import Field as SQLField
-from sqlmodel import SQLModel
 
 from app.addresses import normalize_address, normalize_alias_source, normalize_domain
 from app.security import check_password, check_password_hash
-
-# ---------------------------------------------------------------- tables
-
-
-class Domain(SQLModel, table=True):
-    __tablename__ = "virtual_domains"
-    __table_args__ = (Index("uq_virtual_domains_name", "name", unique=True),)
-
-    id: int | None = SQLField(default=None, sa_column=Column(Integer, primary_key=True))
-    name: str = SQLField(sa_column=Column(String(50), nullable=False))
-
-
-class Mailbox(SQLModel, table=True):
-    __tablename__ = "virtual_users"
-    __table_args__ = (
-        UniqueConstraint("email", name="email"),
-        Index("ix_virtual_users_domain_id_email", "domain_id", "email"),
-    )
-
-    id: int | None = SQLField(default=None, sa_column=Column(Integer, primary_key=True))
-    domain_id: int = SQLField(
-        sa_column=Column(
-            Integer, ForeignKey("virtual_domains.id", ondelete="CASCADE"), nullable=False
-        )
-    )
-    email: str = SQLField(sa_column=Column(String(100), nullable=False))
-    password: str = SQLField(sa_column=Column(String(150), nullable=False))
-    quota: int = SQLField(
-        default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0"))
-    )
-
-
-class AliasRow(SQLModel, table=True):
-    """One destination of an alias; an alias is all rows with the same ``source``."""
-
-    __tablename__ = "virtual_aliases"
-    __table_args__ = (
-        Index("uq_virtual_aliases_source_destination", "source", "destination", unique=True),
-        Index("ix_virtual_aliases_domain_id_source", "domain_id", "source"),
-        Index("ix_virtual_aliases_destination", "destination"),
-    )
-
-    id: int | None = SQLField(default=None, sa_column=Column(Integer, primary_key=True))
-    domain_id: int = SQLField(
-        sa_column=Column(
-            Integer, ForeignKey("virtual_domains.id", ondelete="CASCADE"), nullable=False
-        )
-    )
-    source: str = SQLField(sa_column=Column(String(100), nullable=False))
-    destination: str = SQLField(sa_column=Column(String(100), nullable=False))
-
-
-class Lock(SQLModel, table=True):
-    """mailprov's own: rows locked to serialise changes that must see each other."""
-
-    __tablename__ = "mailprov_locks"
-
-    name: str = SQLField(sa_column=Column(String(64), primary_key=True))
-
-
-ALIAS_GRAPH_LOCK = "alias-graph"
-
-# ---------------------------------------------------------------- API models
 
 QUOTA_MAX = 2**63 - 1  # bigint
 RAW_MAX = 320  # longest input looked at before normalising

@@ -14,23 +14,14 @@ Answers carry the limit as ``RateLimit-Limit``, ``RateLimit-Remaining`` and
 import math
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Column, String
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field as SQLField
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
+from app.clock import utcnow
 from app.errors import Problem
-from app.keys import utcnow
+from app.tables import SendRate
 
 MICROS = 1_000_000
-
-
-class SendRate(SQLModel, table=True):
-    __tablename__ = "mailprov_send_rate"
-
-    key_id: str = SQLField(sa_column=Column(String(16), primary_key=True))
-    # Microseconds since the epoch: exact on every backend (MariaDB's DATETIME drops them).
-    tat: int = SQLField(sa_column=Column(BigInteger, nullable=False))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from alembic import context
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
-import app.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import app.tables  # noqa: F401  (registers every table on SQLModel.metadata)
 from app.config import Settings
 from app.db import create_db_engine
 from app.migrate import refuse_to_drop_rows
@@ -21,8 +21,10 @@ with engine.connect() as connection:
         # BEGIN): a refused migration then leaves nothing half-done. MariaDB cannot.
         transactional_ddl=connection.dialect.name != "mysql",
     )
+    # "revision --autogenerate" and "check" only compare: they have no destination.
     if (
-        context.get_revision_argument() is None
+        "destination_rev" in context.get_context().opts
+        and context.get_revision_argument() is None
         and "virtual_users" in inspect(connection).get_table_names()
     ):
         # On the way down to "base": MariaDB commits each DDL statement, so refuse

@@ -361,8 +361,8 @@ def test_send_idempotent_replay(sender: TestClient, smtp: SubmissionServer, engi
 
 
 def test_send_idempotent_in_flight_conflicts(sender: TestClient, engine: Engine) -> None:
+    from app.clock import utcnow
     from app.idempotency import IN_FLIGHT, request_hash
-    from app.keys import utcnow
 
     key_id = sender.headers["authorization"].split("_")[1]
     sql(

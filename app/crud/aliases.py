@@ -19,13 +19,9 @@ from app.crud.common import (
     prune_dangling,
     require_hosted,
 )
-from app.models import (
-    AliasDeleted,
-    AliasPublic,
-    AliasRow,
-    Domain,
-)
+from app.models import AliasDeleted, AliasPublic
 from app.pagination import PageParams
+from app.tables import AliasRow, Domain
 
 
 def _alias_public(source: str, destinations: Iterable[str]) -> AliasPublic:

@@ -11,8 +11,9 @@ from sqlmodel import Session, SQLModel, col, select
 
 from app import errors
 from app.addresses import domain_of, local_part_of
-from app.models import ALIAS_GRAPH_LOCK, AliasDestination, AliasRow, Domain, Lock, Mailbox
+from app.models import AliasDestination
 from app.pagination import PageParams
+from app.tables import ALIAS_GRAPH_LOCK, AliasRow, Domain, Lock, Mailbox
 
 SelectT = TypeVar("SelectT", bound=Select[Any])
 

@@ -15,16 +15,9 @@ from app.crud.common import (
     prune_dangling,
     sources_of,
 )
-from app.models import (
-    AliasDestination,
-    AliasRow,
-    Domain,
-    DomainDeleted,
-    DomainDetail,
-    DomainPublic,
-    Mailbox,
-)
+from app.models import AliasDestination, DomainDeleted, DomainDetail, DomainPublic
 from app.pagination import PageParams
+from app.tables import AliasRow, Domain, Mailbox
 
 
 def _domain_public(name: str) -> DomainPublic:

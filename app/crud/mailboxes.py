@@ -17,14 +17,9 @@ from app.crud.common import (
     prune_dangling,
     require_hosted,
 )
-from app.models import (
-    AliasDestination,
-    AliasRow,
-    Mailbox,
-    MailboxDeleted,
-    MailboxPublic,
-)
+from app.models import AliasDestination, MailboxDeleted, MailboxPublic
 from app.pagination import PageParams
+from app.tables import AliasRow, Mailbox
 
 
 def _mailbox_public(row: Mailbox, maildir_root: str) -> MailboxPublic:

@@ -5,9 +5,9 @@ from fastapi import APIRouter, Query
 
 from app.audit import AuditPage, audit_public, read_audit
 from app.auth import ADMIN
+from app.clock import naive_utc
 from app.deps import SessionDep
 from app.errors import InvalidCursor, Unprocessable, problem_responses
-from app.keys import naive_utc
 from app.pagination import PageDep
 
 router = APIRouter(prefix="/audit", tags=["audit"], dependencies=[ADMIN])

@@ -27,6 +27,7 @@ from app.keys import Principal
 from app.metrics import SENDS
 from app.models import example
 from app.relay import RecipientsRefused, RefusedRecipient, relay
+from app.tables import IdempotencyRecord
 
 router = APIRouter(tags=["send"])
 
@@ -261,7 +262,7 @@ def _take(engine: Engine, key_id: str, limit: int, window: int) -> ratelimit.Quo
 
 def _claim(
     engine: Engine, key_id: str, idem_key: str, digest: str, window: timedelta
-) -> idempotency.IdempotencyRecord | None:
+) -> IdempotencyRecord | None:
     with open_session(engine, write=True) as session:
         return idempotency.begin(session, key_id, idem_key, digest, window)
 
