@@ -1,4 +1,4 @@
-"""After API calls, the exact queries Postfix and Dovecot run (ISPMAIL.md) answer right."""
+"""After API calls, the exact queries Postfix and Dovecot run (docs/contract.md) answer right."""
 
 import bcrypt
 import pytest

@@ -57,7 +57,7 @@ MAILPROV_INDEXES = {
     ("virtual_aliases", "ix_virtual_aliases_destination"): (("destination",), False),
 }
 
-# The contract (ISPMAIL.md): column -> (type, varchar length or None).
+# The contract (docs/contract.md): column -> (type, varchar length or None).
 CONTRACT: dict[str, dict[str, tuple[type, int | None]]] = {
     "virtual_domains": {"id": (Integer, None), "name": (String, 50)},
     "virtual_users": {
