@@ -21,6 +21,7 @@ from app.middleware import BodyLimit, Instrument, RequestId
 from app.migrate import SCHEMA_HEAD
 from app.openapi import install_openapi
 from app.routes import aliases, audit, domains, health, keys, mailboxes, metrics, send
+from app.routes.docs import install_docs
 
 logger = logging.getLogger("mailprov")
 
@@ -65,6 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served by app.routes.docs from the package, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -81,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(keys.router)
     api.include_router(audit.router)
     app.include_router(health.router)
+    install_docs(app)
     # With a key, /metrics is an API route like any other (admin); else it stands apart.
     (api if settings.METRICS == "key" else app).include_router(metrics.router(settings.METRICS))
     app.include_router(api)

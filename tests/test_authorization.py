@@ -18,7 +18,8 @@ from app.main import create_app
 from tests.conftest import sql
 from tests.helpers import api_routes, bearer, make_key
 
-UNAUTHENTICATED = frozenset({"/health", "/ready"})
+# Liveness, readiness and the interactive documentation (app.routes.docs).
+UNAUTHENTICATED = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc"})
 KINDS = [
     "none",
     "malformed",
