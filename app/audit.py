@@ -14,16 +14,15 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, event, func
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from app.auth import client_address
 from app.clock import utcnow
 from app.deps import get_write_session
-from app.errors import Problem
+from app.errors import as_problem
 from app.keys import Principal
 from app.models import Page, example
 from app.pagination import PageParams
@@ -77,18 +76,6 @@ def _written(session: Session) -> None:
         audit.written = True
 
 
-def _outcome(exc: BaseException) -> tuple[str, int]:
-    if isinstance(exc, Problem):
-        return exc.code, exc.status
-    if isinstance(exc, RequestValidationError):
-        return "validation", 422
-    if isinstance(exc, IntegrityError):
-        return "conflict", 409
-    if isinstance(exc, SQLAlchemyError):
-        return "database-unavailable", 503
-    return "error", 500
-
-
 async def audit_trail(
     request: Request, session: Annotated[Session, Depends(get_write_session)]
 ) -> AsyncIterator[Audit | None]:
@@ -114,8 +101,10 @@ async def audit_trail(
             audit.written = True
             if audit.target is None:
                 audit.target = await _target_in_body(request)
-            outcome, status = _outcome(exc)
-            await run_in_threadpool(_record_failure, session, audit.entry(outcome, status))
+            # The mapping the exception handlers answer with: the row says what was sent.
+            problem = as_problem(request, exc)
+            entry = audit.entry(problem.code, problem.status)
+            await run_in_threadpool(_record_failure, session, entry)
         raise
 
 

@@ -76,12 +76,14 @@ class Problem(Exception):
         field: str | None = None,
         location: str = "body",
         headers: dict[str, str] | None = None,
+        errors: list[FieldError] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
         self.location = location
         self.headers = headers or {}
+        self.errors = errors
 
 
 class NotFound(Problem):
@@ -160,10 +162,56 @@ class InvalidCursor(Unprocessable):
     code, title = "invalid-cursor", "Invalid pagination cursor"
 
 
+class MalformedJson(Problem):
+    status, code, title = 400, "malformed-json", "Malformed JSON"
+
+
+class RouteNotFound(Problem):
+    status, code, title = 404, "route-not-found", "Not found"
+
+
+class MethodNotAllowed(Problem):
+    status, code, title = 405, "method-not-allowed", "Method not allowed"
+
+
+class PayloadTooLarge(Problem):
+    status, code, title = 413, "payload-too-large", "Payload too large"
+
+
+class HttpError(Problem):
+    """Any other HTTP error the framework raises, under its own status."""
+
+    code, title = "http-error", "HTTP error"
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail, headers=headers)
+        self.status = status
+
+
+class Internal(Problem):
+    status, code, title = 500, "internal", "Internal error"
+
+
+class DatabaseUnavailable(Problem):
+    status, code, title = 503, "database-unavailable", "Database unavailable"
+
+
+class DatabaseError(Problem):
+    status, code, title = 503, "database-error", "Database error"
+
+
+class NotReady(Problem):
+    status, code, title = 503, "not-ready", "Not ready"
+
+
+class SchemaOutdated(NotReady):
+    code = "schema-outdated"
+
+
 def problem_body(problem: Problem, instance: str) -> dict[str, Any]:
-    """The document a Problem is answered with."""
-    errors = None
-    if problem.field is not None:
+    """The one problem document: every answer that is not a success is built here."""
+    errors = problem.errors
+    if errors is None and problem.field is not None:
         errors = [
             FieldError(field=problem.field, location=problem.location, message=problem.detail)
         ]
@@ -178,30 +226,13 @@ def problem_body(problem: Problem, instance: str) -> dict[str, Any]:
     ).model_dump(exclude_none=True)
 
 
-def problem_response(
-    request: Request,
-    *,
-    status: int,
-    code: str,
-    title: str,
-    detail: str,
-    errors: list[FieldError] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body = ProblemDetail(
-        type=TYPE_PREFIX + code,
-        title=title,
-        status=status,
-        detail=detail,
-        instance=request.url.path,
-        request_id=request_id.get(),
-        errors=errors,
-    )
+def problem_response(problem: Problem, instance: str) -> JSONResponse:
+    """The answer for ``problem``; also an ASGI app, for middleware outside FastAPI."""
     return JSONResponse(
-        body.model_dump(exclude_none=True),
-        status_code=status,
+        problem_body(problem, instance),
+        status_code=problem.status,
         media_type=PROBLEM_MEDIA_TYPE,
-        headers=headers,
+        headers=problem.headers,
     )
 
 
@@ -217,14 +248,6 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
     return errors
 
 
-_STATUS_CODES = {
-    404: ("route-not-found", "Not found"),
-    405: ("method-not-allowed", "Method not allowed"),
-    413: ("payload-too-large", "Payload too large"),
-    415: ("unsupported-media-type", "Unsupported media type"),
-}
-
-
 def _allowed_methods(request: Request) -> list[str]:
     methods: set[str] = set()
     for route in iter_route_contexts(request.app.router.routes):
@@ -234,103 +257,93 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(Problem)
-    async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return JSONResponse(
-            problem_body(exc, request.url.path),
-            status_code=exc.status,
-            media_type=PROBLEM_MEDIA_TYPE,
-            headers=exc.headers,
-        )
+_HTTP_PROBLEMS: dict[int, type[Problem]] = {
+    404: RouteNotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+}
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _field_errors(exc)
+
+def _http_problem(request: Request, exc: StarletteHTTPException) -> Problem:
+    kind = _HTTP_PROBLEMS.get(exc.status_code)
+    detail = exc.detail if isinstance(exc.detail, str) else (kind or HttpError).title
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"No route matches {request.url.path}."
+    if exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}."
+        # Every method the path has, not only those of the first route that matched.
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+    if kind is None:
+        return HttpError(exc.status_code, detail, headers)
+    return kind(detail, headers=headers)
+
+
+def as_problem(request: Request, exc: Exception) -> Problem:
+    """The problem an exception is answered with: the one mapping, used by the
+    handlers that answer and by the audit trail that records the answer."""
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, RequestValidationError):
         if any(e["type"] == "json_invalid" for e in exc.errors()):
-            return problem_response(
-                request,
-                status=400,
-                code="malformed-json",
-                title="Malformed JSON",
-                detail="The request body is not valid JSON.",
-            )
+            return MalformedJson("The request body is not valid JSON.")
+        errors = _field_errors(exc)
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
-        return problem_response(
-            request,
-            status=422,
-            code="validation",
-            title="Invalid input",
-            detail=detail,
-            errors=errors,
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code, title = _STATUS_CODES.get(exc.status_code, ("http-error", "HTTP error"))
-        detail = exc.detail if isinstance(exc.detail, str) else title
-        if exc.status_code == 404 and detail == "Not Found":
-            detail = f"No route matches {request.url.path}."
-        headers = getattr(exc, "headers", None)
-        if exc.status_code == 405:
-            detail = f"{request.method} is not allowed on {request.url.path}."
-            # Every method the path has, not only those of the first route that matched.
-            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
-        return problem_response(
-            request,
-            status=exc.status_code,
-            code=code,
-            title=title,
-            detail=detail,
-            headers=headers,
-        )
-
-    @app.exception_handler(IntegrityError)
-    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        return Unprocessable(detail, errors=errors)
+    if isinstance(exc, StarletteHTTPException):
+        return _http_problem(request, exc)
+    if isinstance(exc, IntegrityError):
         # A concurrent request won a uniqueness or reference race; the transaction rolled back.
-        return problem_response(
-            request,
-            status=409,
-            code="conflict",
-            title="Conflict",
-            detail="A concurrent change conflicts with this request; nothing was changed.",
+        return Conflict("A concurrent change conflicts with this request; nothing was changed.")
+    if isinstance(exc, PoolTimeout):
+        return DatabaseUnavailable(
+            "Every database connection is busy; retry shortly.", headers={"Retry-After": "1"}
         )
-
-    def unavailable(request: Request, detail: str, retry_after: int) -> JSONResponse:
-        return problem_response(
-            request,
-            status=503,
-            code="database-unavailable",
-            title="Database unavailable",
-            detail=detail,
-            headers={"Retry-After": str(retry_after)},
-        )
-
-    @app.exception_handler(PoolTimeout)
-    async def _pool_exhausted(request: Request, exc: PoolTimeout) -> JSONResponse:
-        logger.warning("database connection pool exhausted")
-        DATABASE_ERRORS.labels("pool-exhausted").inc()
-        return unavailable(request, "Every database connection is busy; retry shortly.", 1)
-
-    @app.exception_handler(OperationalError)
-    async def _database_down(request: Request, exc: OperationalError) -> JSONResponse:
+    if isinstance(exc, OperationalError):
         # Connection-level failures: the database is down or unreachable.
-        logger.warning("database unavailable: %s", type(exc.orig).__name__)
-        DATABASE_ERRORS.labels("unavailable").inc()
-        return unavailable(request, "The database cannot be reached; retry shortly.", 5)
-
-    @app.exception_handler(DBAPIError)
-    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-        logger.error("database error: %s", type(exc.orig).__name__)
-        DATABASE_ERRORS.labels("error").inc()
-        return problem_response(
-            request,
-            status=503,
-            code="database-error",
-            title="Database error",
-            detail="The database could not complete the request; nothing was changed.",
+        return DatabaseUnavailable(
+            "The database cannot be reached; retry shortly.", headers={"Retry-After": "5"}
+        )
+    if isinstance(exc, DBAPIError):
+        return DatabaseError(
+            "The database could not complete the request; nothing was changed.",
             headers={"Retry-After": "1"},
         )
+    return Internal("The server failed to handle the request; nothing was changed.")
+
+
+def _log_database_failure(exc: Exception) -> None:
+    """Database failures are logged and counted as they are answered (not when audited)."""
+    if isinstance(exc, PoolTimeout):
+        logger.warning("database connection pool exhausted")
+        DATABASE_ERRORS.labels("pool-exhausted").inc()
+    elif isinstance(exc, OperationalError):
+        logger.warning("database unavailable: %s", type(exc.orig).__name__)
+        DATABASE_ERRORS.labels("unavailable").inc()
+    elif isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError):
+        logger.error("database error: %s", type(exc.orig).__name__)
+        DATABASE_ERRORS.labels("error").inc()
+
+
+# What the handlers below answer; anything else reaches app.middleware.RequestId (500).
+_HANDLED = (
+    Problem,
+    RequestValidationError,
+    StarletteHTTPException,
+    IntegrityError,
+    PoolTimeout,
+    DBAPIError,
+)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def answer(request: Request, exc: Exception) -> JSONResponse:
+        _log_database_failure(exc)
+        return problem_response(as_problem(request, exc), request.url.path)
+
+    for handled in _HANDLED:
+        app.add_exception_handler(handled, answer)
 
 
 def problem_responses(*statuses: int, guarded: bool = True) -> dict[int | str, dict[str, Any]]:

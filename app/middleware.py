@@ -9,9 +9,10 @@ import re
 import time
 import uuid
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PROBLEM_MEDIA_TYPE, TYPE_PREFIX, ProblemDetail, request_id
+from app.errors import PayloadTooLarge, as_problem, problem_response, request_id
 from app.metrics import LATENCY, REQUESTS
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -22,28 +23,6 @@ _SAFE_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 
 logger = logging.getLogger("mailprov")
 access_log = logging.getLogger("mailprov.access")
-
-
-async def send_problem(
-    scope: Scope, send: Send, status: int, code: str, title: str, detail: str
-) -> None:
-    """A problem+json answer from outside FastAPI's handlers, the same document."""
-    body = (
-        ProblemDetail(
-            type=TYPE_PREFIX + code,
-            title=title,
-            status=status,
-            detail=detail,
-            instance=scope.get("path", ""),
-            request_id=request_id.get(),
-        )
-        .model_dump_json(exclude_none=True)
-        .encode()
-    )
-    headers = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-               (b"content-length", str(len(body)).encode())]  # fmt: skip
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class RequestId:
@@ -74,12 +53,12 @@ class RequestId:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
+        except Exception as exc:
             logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
             if started:
                 raise  # too late for an answer: the server drops the connection
-            detail = "The server failed to handle the request; nothing was changed."
-            await send_problem(scope, send_with_id, 500, "internal", "Internal error", detail)
+            problem = as_problem(Request(scope), exc)  # what the audit trail recorded: 500
+            await problem_response(problem, scope["path"])(scope, receive, send_with_id)
         finally:
             request_id.reset(token)
 
@@ -139,7 +118,7 @@ class BodyLimit:
         if declared is not None:
             # The server (h11) holds the body to its declared length.
             if declared.isdigit() and int(declared) > self.limit:
-                await self._refuse(scope, send)
+                await self._refuse(scope, receive, send)
                 return
             await self.app(scope, receive, send)
             return
@@ -155,7 +134,7 @@ class BodyLimit:
                 break
             size += len(message.get("body", b""))
             if size > self.limit:
-                await self._refuse(scope, send)
+                await self._refuse(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
@@ -165,6 +144,6 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        await send_problem(scope, send, 413, "payload-too-large", "Payload too large",
-                           f"The request body is larger than {self.limit} bytes.")  # fmt: skip
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        problem = PayloadTooLarge(f"The request body is larger than {self.limit} bytes.")
+        await problem_response(problem, scope["path"])(scope, receive, send)

@@ -1,17 +1,33 @@
 """Every failure is application/problem+json with a stable type; no input gives a 500."""
 
 import json
+from collections.abc import Iterator
 
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.routing import RouteContext
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlalchemy.exc import (
+    DataError,
+    IntegrityError,
+    InvalidRequestError,
+    OperationalError,
+    ProgrammingError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from app.audit import audit_trail
+from app.auth import READ
 from app.config import Settings
+from app.deps import require_json_body
+from app.errors import DomainExists
 from app.main import create_app
-from tests.helpers import api_routes
+from tests.conftest import sql
+from tests.helpers import api_routes, bearer
 
 PROBLEM = "application/problem+json"
+JSON = "application/json"
 JUNK_BODIES = [
     b"",
     b"{",
@@ -172,3 +188,62 @@ def test_database_down_is_503_with_retry_after() -> None:
 
 def test_ready_when_migrated(client: TestClient) -> None:
     assert client.get("/ready").json() == {"status": "ready"}
+
+
+# ---------------------------------------------------------------- the audit trail agrees
+
+# Each kind of failure a changing request can end in. The mapping to an answer is
+# what is under test, so a route raises each as it would arrive from below.
+FAILURES: dict[str, Exception] = {
+    "problem": DomainExists("example.org is already hosted", field="name"),
+    "integrity": IntegrityError("INSERT ...", {}, Exception("duplicate key")),
+    "connection-lost": OperationalError("SELECT 1", {}, Exception("server has gone away")),
+    "programming": ProgrammingError("SELECT nope", {}, Exception("no such column")),
+    "data": DataError("INSERT ...", {}, Exception("value too long")),
+    "pool-exhausted": PoolTimeout("QueuePool limit reached"),
+    "orm-misuse": InvalidRequestError("object is not bound to a session"),
+    "http": HTTPException(status_code=409, detail="Conflict"),
+    "bug": RuntimeError("unexpected"),
+}
+
+
+@pytest.fixture
+def failing(app: FastAPI, admin_key: str) -> Iterator[TestClient]:
+    """The app with one more changing route, ``POST /fail/{kind}``, under the API's
+    router-wide dependencies (the audit trail among them): it raises FAILURES[kind]."""
+    router = APIRouter(dependencies=[READ, Depends(require_json_body), Depends(audit_trail)])
+
+    @router.post("/fail/{kind}", operation_id="fail")
+    def fail(kind: str) -> None:
+        raise FAILURES[kind]
+
+    app.include_router(router)
+    with TestClient(app, headers=bearer(admin_key)) as client:
+        yield client
+
+
+def _last_audit_row(engine: Engine) -> tuple[str, int]:
+    rows = sql(engine, "SELECT outcome, status FROM mailprov_audit ORDER BY id DESC")
+    assert rows, "nothing was audited"
+    outcome, status = rows[0]
+    return outcome, status
+
+
+@pytest.mark.parametrize("kind", FAILURES)
+def test_audit_row_agrees_with_answer(failing: TestClient, engine: Engine, kind: str) -> None:
+    response = failing.post(f"/fail/{kind}", json={})
+    body = assert_problem(response)
+    assert 400 <= response.status_code < 600
+    answered = (body["type"].removeprefix("urn:mailprov:problem:"), response.status_code)
+    assert _last_audit_row(engine) == answered
+
+
+@pytest.mark.parametrize("content", [b'{"name": 5}', b"[]", b'{"name": "example.org", "x": 1}'])
+def test_audit_row_agrees_with_refused_body(
+    client: TestClient, engine: Engine, content: bytes
+) -> None:
+    # (Malformed JSON is refused before any dependency runs: nothing to audit.)
+    response = client.post("/domains", content=content, headers={"content-type": JSON})
+    body = assert_problem(response, 422)
+    assert _last_audit_row(engine) == ("validation", 422)
+    assert body["type"] == "urn:mailprov:problem:validation"

@@ -1,11 +1,9 @@
-from typing import Any
-
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.errors import problem_response, problem_responses
+from app.errors import NotReady, SchemaOutdated, problem_responses
 from app.models import example
 
 router = APIRouter(tags=["health"])
@@ -27,27 +25,21 @@ def health() -> Health:
     "/ready",
     operation_id="ready",
     summary="Readiness",
-    response_model=Health,
     responses=problem_responses(503, guarded=False),
 )
-def ready(request: Request) -> Any:
+def ready(request: Request) -> Health:
     """The database answers and its schema is at the revision this code expects."""
     expected = request.app.state.schema_head
+    retry = {"Retry-After": "5"}
     try:
         with request.app.state.engine.connect() as conn:
             current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except SQLAlchemyError:
-        current = None
-        detail, code = "The database cannot be reached, or it was never migrated.", "not-ready"
-    else:
-        detail, code = f"Schema is at {current}, expected {expected}: migrate.", "schema-outdated"
-    if current == expected:
-        return Health(status="ready")
-    return problem_response(
-        request,
-        status=503,
-        code=code,
-        title="Not ready",
-        detail=detail,
-        headers={"Retry-After": "5"},
-    )
+        raise NotReady(
+            "The database cannot be reached, or it was never migrated.", headers=retry
+        ) from None
+    if current != expected:
+        raise SchemaOutdated(
+            f"Schema is at {current}, expected {expected}: migrate.", headers=retry
+        )
+    return Health(status="ready")
