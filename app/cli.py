@@ -193,7 +193,7 @@ def _cli_audit(session: "Session", action: str, target: str, status: int = 200) 
 def cmd_keys_create(args: argparse.Namespace) -> None:
     from pydantic import ValidationError
 
-    from app.keys import KeyCreate, create_key
+    from app.keys import KeyCreate, create_key, new_key_id
 
     try:
         expires_at = datetime.fromisoformat(args.expires_at) if args.expires_at else None
@@ -218,9 +218,9 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
     if not (spec.admin or spec.domains or spec.send_as):
         sys.exit("mailprov: cannot create key: give --admin, --domain or --send-as")
     with _cli_session(write=True) as session:
-        created = create_key(session, spec)
-        _cli_audit(session, "create_key", f"key:{created.id}", 201)
-        session.commit()
+        key_id = new_key_id()
+        _cli_audit(session, "create_key", f"key:{key_id}", 201)  # commits with the key
+        created = create_key(session, spec, key_id)
     print(created.key)
     print(
         f"mailprov: created key {created.id} ({created.name}); it is shown only once",
@@ -246,7 +246,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
         row = find_key(session, args.key_id)
         if row is None:
             sys.exit(f"mailprov: no key {args.key_id}")
-        _cli_audit(session, "revoke_key", f"key:{args.key_id}")
+        _cli_audit(session, "revoke_key", f"key:{args.key_id}")  # commits with the change
         revoke_key(session, row)
     print(f"mailprov: revoked key {args.key_id}", file=sys.stderr)
 

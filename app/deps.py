@@ -1,4 +1,15 @@
-"""Typed dependency aliases, in one place."""
+"""Typed dependency aliases, in one place.
+
+Who commits: the rules do (``app/crud/*``, and ``app/keys.py`` for keys), each
+change in one transaction of its own; routes and dependencies never commit.
+A rule holds the commit so that it can turn a uniqueness race lost at COMMIT
+into the precise 409 it knows how to word (``crud.common.commit_or_conflict``),
+and so that routes can do slow work such as bcrypt hashing before the rule
+starts writing, never inside the write transaction (on SQLite, the database's
+write lock). A session handed out here is closed when the request ends: what
+was not committed is rolled back. The audit row of a change joins the rule's
+commit (``app/audit.py``).
+"""
 
 from collections.abc import Iterator
 from typing import Annotated

@@ -157,9 +157,14 @@ def key_public(row: ApiKey) -> KeyPublic:
 # ---------------------------------------------------------------- operations
 
 
-def create_key(session: Session, spec: KeyCreate) -> KeyCreated:
-    """Add the key to the session; the caller commits."""
-    key_id = secrets.token_hex(8)
+def new_key_id() -> str:
+    """A key's public id: chosen before the key is made, so the caller can name it
+    (on the audit trail) in the transaction that creates it."""
+    return secrets.token_hex(8)
+
+
+def create_key(session: Session, spec: KeyCreate, key_id: str) -> KeyCreated:
+    """Make the key and commit; the answer is the only time its secret is seen."""
     secret = secrets.token_urlsafe(32)
     row = ApiKey(
         key_id=key_id,
@@ -173,7 +178,7 @@ def create_key(session: Session, spec: KeyCreate) -> KeyCreated:
         expires_at=naive_utc(spec.expires_at),
     )
     session.add(row)
-    session.flush()
+    session.commit()
     return KeyCreated(**key_public(row).model_dump(), key=f"mpk_{key_id}_{secret}")
 
 

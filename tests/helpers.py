@@ -7,7 +7,7 @@ from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from sqlalchemy import Engine
 
 from app.db import open_session
-from app.keys import KeyCreate, create_key
+from app.keys import KeyCreate, create_key, new_key_id
 
 
 def make_key(engine: Engine, **spec: Any) -> str:
@@ -15,8 +15,7 @@ def make_key(engine: Engine, **spec: Any) -> str:
     spec.setdefault("name", "test")
     spec.setdefault("admin", not spec.get("domains") and not spec.get("send_as"))
     with open_session(engine, write=True) as session:
-        created = create_key(session, KeyCreate(**spec))
-        session.commit()
+        created = create_key(session, KeyCreate(**spec), new_key_id())
     return created.key
 
 

@@ -1,11 +1,12 @@
 """Business rules over the ISPmail tables.
 
 Each public function is one transaction: it checks the request against the
-current rows, writes, and commits. Whatever it refuses raises a ``Problem``
-before any row changes. Changes that touch alias destinations first lock the
-alias graph (a row of ``mailprov_locks``; on SQLite the write transaction
-itself), so two concurrent edits can neither build a loop nor leave a
-destination pointing at an address that another request just deleted.
+current rows, writes, and commits (why the rules commit: ``app/deps.py``).
+Whatever it refuses raises a ``Problem`` before any row changes. Changes that
+touch alias destinations first lock the alias graph (a row of
+``mailprov_locks``; on SQLite the write transaction itself), so two concurrent
+edits can neither build a loop nor leave a destination pointing at an address
+that another request just deleted.
 """
 
 from app.crud.aliases import (

@@ -15,6 +15,7 @@ from app.keys import (
     find_key,
     key_public,
     list_keys,
+    new_key_id,
     revoke_key,
 )
 from app.pagination import PageDep
@@ -45,9 +46,9 @@ def create_api_key(
     and `send_as` lists the From addresses (or `@domain` patterns) it may send as.
     Needs an admin key.
     """
-    created = create_key(session, body)
-    audit.target = f"key:{created.id}"
-    session.commit()  # the audit row commits with the key
+    key_id = new_key_id()
+    audit.target = f"key:{key_id}"
+    created = create_key(session, body, key_id)
     response.headers["Location"] = f"/keys/{created.id}"
     return created
 
