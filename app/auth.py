@@ -72,7 +72,7 @@ def _check_block(session: Session, client: str, now: datetime) -> None:
         raise _blocked(row.blocked_until, now)
 
 
-def _record_failure(session: Session, client: str, settings: Settings, now: datetime) -> None:
+def _count_failure(session: Session, client: str, settings: Settings, now: datetime) -> None:
     """Count one failure; past the limit, block the client (raises 429)."""
     window = timedelta(seconds=settings.AUTH_FAILURE_WINDOW)
     for _attempt in range(3):
@@ -121,7 +121,7 @@ def authenticate(
             AUTH_FAILURES.labels("invalid").inc()
             session.rollback()
             with open_session(request.app.state.engine, write=True) as writer:
-                _record_failure(writer, client, settings, now)
+                _count_failure(writer, client, settings, now)
             raise Unauthorized("the API key is not valid", invalid=True) from None
         principal = principal_of(row)
         stale = row.last_used_at is None or row.last_used_at + LAST_USED_RESOLUTION <= now

@@ -1,6 +1,5 @@
 """Settings, read once from the environment (prefix ``MAILPROV_``)."""
 
-from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -57,8 +56,3 @@ class Settings(BaseSettings):
     IDEMPOTENCY_HOURS: int = Field(default=24, ge=1, le=720)
     PAGE_SIZE_DEFAULT: int = Field(default=50, ge=1, le=1000)
     PAGE_SIZE_MAX: int = Field(default=500, ge=1, le=10000)
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()

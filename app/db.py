@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlmodel import Session
 
 # Session option that marks a transaction which will write.
-WRITE = "mailprov_write"
+WRITE_OPTION = "mailprov_write"
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -36,7 +36,7 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         # A writer takes the write lock up front: two writers that both read first and
         # then try to upgrade would otherwise fail with "database is locked".
-        if conn.get_execution_options().get(WRITE):
+        if conn.get_execution_options().get(WRITE_OPTION):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
@@ -73,8 +73,9 @@ def create_db_engine(
 
 
 def open_session(engine: Engine, *, write: bool = False) -> Session:
-    """A session; ``write=True`` for one that will change rows (see ``WRITE``)."""
+    """A session; ``write=True`` for one that will change rows (see ``WRITE_OPTION``)."""
     # Objects stay readable after commit: reading them must not open a new
     # transaction (and hold a pooled connection, or SQLite's write lock) until the
     # request ends.
-    return Session(engine, execution_options={WRITE: True} if write else {}, expire_on_commit=False)
+    options = {WRITE_OPTION: True} if write else {}
+    return Session(engine, execution_options=options, expire_on_commit=False)

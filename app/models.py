@@ -176,7 +176,7 @@ class MailboxUpdate(Input):
     _check_hash = field_validator("password_hash")(_check_secret_hash)
 
     @model_validator(mode="after")
-    def _something(self) -> Self:
+    def _at_most_one_secret_and_a_change(self) -> Self:
         if self.password is not None and self.password_hash is not None:
             raise ValueError("give at most one of password and password_hash")
         if self.password is None and self.password_hash is None and self.quota is None:

@@ -66,7 +66,7 @@ def _parses(handler: Callable[[str], object]) -> Callable[[str], bool]:
     return check
 
 
-def _canonical(engine: Base64Engine, text: str) -> bool:
+def _no_unused_bits(engine: Base64Engine, text: str) -> bool:
     """No unused bits set in the last character: crypt(3) would re-encode it, and
     Dovecot's comparison with the stored string would then always fail."""
     repaired, _ = engine.check_repair_unused(text)
@@ -77,7 +77,7 @@ def _bcrypt(digest: str) -> bool:
     if digest[:4] not in ("$2a$", "$2b$", "$2y$") or not _parses(bcrypt.from_string)(digest):
         return False
     salt_and_checksum = digest.rpartition("$")[2]
-    return _canonical(bcrypt64, salt_and_checksum[:22]) and _canonical(
+    return _no_unused_bits(bcrypt64, salt_and_checksum[:22]) and _no_unused_bits(
         bcrypt64, salt_and_checksum[22:]
     )
 
@@ -87,7 +87,7 @@ def _sha_crypt(prefix: str, handler: Any) -> Callable[[str], bool]:
         return (
             digest.startswith(prefix)
             and _parses(handler.from_string)(digest)
-            and _canonical(h64, digest.rpartition("$")[2])
+            and _no_unused_bits(h64, digest.rpartition("$")[2])
         )
 
     return check
