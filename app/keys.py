@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 from sqlalchemy import func
 from sqlmodel import Session, select
 
 from app.addresses import normalize_alias_source, normalize_domain
 from app.clock import aware, naive_utc, utcnow
-from app.models import RAW_MAX, Page, example
+from app.models import RAW_MAX, Input, Page, example
 from app.pagination import PageParams
 from app.tables import ApiKey
 
@@ -62,14 +62,11 @@ Scope = Annotated[str, Field(max_length=RAW_MAX), AfterValidator(normalize_domai
 SenderPattern = Annotated[str, Field(max_length=RAW_MAX), AfterValidator(normalize_alias_source)]
 
 
-class KeyCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        **example(
-            {"name": "ops", "admin": True},
-            {"name": "example.org helpdesk", "domains": ["example.org"],
-             "send_as": ["@example.org"], "expires_at": "2027-12-31T23:59:59Z"},
-        ),
+class KeyCreate(Input):
+    model_config = example(
+        {"name": "ops", "admin": True},
+        {"name": "example.org helpdesk", "domains": ["example.org"],
+         "send_as": ["@example.org"], "expires_at": "2027-12-31T23:59:59Z"},
     )  # fmt: skip
 
     name: str = Field(min_length=1, max_length=100, examples=["ops"])

@@ -25,6 +25,9 @@ RAW_MAX = 320  # longest input looked at before normalising
 
 
 class Input(BaseModel):
+    """A request body: unknown fields are refused. Subclasses' ``model_config`` adds to
+    this one (pydantic merges a class's config with its bases')."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -92,7 +95,7 @@ def _check_secret_hash(value: SecretStr | None) -> SecretStr | None:
 
 
 class DomainCreate(Input):
-    model_config = ConfigDict(extra="forbid", **example({"name": "example.org"}))
+    model_config = example({"name": "example.org"})
 
     name: DomainName
 
@@ -137,14 +140,11 @@ class DomainDeleted(BaseModel):
 
 
 class MailboxCreate(Input):
-    model_config = ConfigDict(
-        extra="forbid",
-        **example(
-            {"address": "john@example.org", "password": "summersun", "quota": 1073741824},
-            {"address": "jane@example.org",
-             "password_hash": "{SHA512-CRYPT}$6$q7Jx0ZbR4tLm2Wc9$ljA2VKDN3QdIbfm3Y2Vg9LPd2E.Mzgv"
-                              "5Nq01bQ5Ky/JprKdpwPsXuxkgJE3YMLJeirVrzG7VAZHGwqgg2ArX91"},
-        ),
+    model_config = example(
+        {"address": "john@example.org", "password": "summersun", "quota": 1073741824},
+        {"address": "jane@example.org",
+         "password_hash": "{SHA512-CRYPT}$6$q7Jx0ZbR4tLm2Wc9$ljA2VKDN3QdIbfm3Y2Vg9LPd2E.Mzgv"
+                          "5Nq01bQ5Ky/JprKdpwPsXuxkgJE3YMLJeirVrzG7VAZHGwqgg2ArX91"},
     )  # fmt: skip
 
     address: Address
@@ -164,9 +164,7 @@ class MailboxCreate(Input):
 
 
 class MailboxUpdate(Input):
-    model_config = ConfigDict(
-        extra="forbid", **example({"password": "wintermoon"}, {"quota": 2147483648})
-    )
+    model_config = example({"password": "wintermoon"}, {"quota": 2147483648})
 
     password: Password | None = None
     password_hash: PasswordHash | None = None
@@ -235,15 +233,9 @@ def _normalize_destinations(values: list[str]) -> list[str]:
 
 
 class AliasCreate(Input):
-    model_config = ConfigDict(
-        extra="forbid",
-        **example(
-            {
-                "source": "info@example.org",
-                "destinations": ["john@example.org", "boss@example.net"],
-            },
-            {"source": "@example.org", "destinations": ["john@example.org"]},
-        ),
+    model_config = example(
+        {"source": "info@example.org", "destinations": ["john@example.org", "boss@example.net"]},
+        {"source": "@example.org", "destinations": ["john@example.org"]},
     )
 
     source: Address = Field(
@@ -257,9 +249,7 @@ class AliasCreate(Input):
 
 
 class AliasUpdate(Input):
-    model_config = ConfigDict(
-        extra="forbid", **example({"destinations": ["john@example.org", "lisa@example.org"]})
-    )
+    model_config = example({"destinations": ["john@example.org", "lisa@example.org"]})
 
     destinations: Destinations
 
@@ -267,7 +257,7 @@ class AliasUpdate(Input):
 
 
 class DestinationAdd(Input):
-    model_config = ConfigDict(extra="forbid", **example({"destination": "lisa@example.org"}))
+    model_config = example({"destination": "lisa@example.org"})
 
     destination: Address
 
