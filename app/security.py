@@ -45,13 +45,6 @@ def hash_password(password: str, cost: int) -> str:
     return "{BLF-CRYPT}" + digest
 
 
-def verify_password(password: str, stored: str) -> bool:
-    scheme, _, digest = stored.partition("}")
-    if scheme != "{BLF-CRYPT":
-        raise ValueError("only {BLF-CRYPT} hashes can be verified here")
-    return bool(bcrypt.verify(password, digest))
-
-
 def _parses(handler: Callable[[str], object]) -> Callable[[str], bool]:
     def check(digest: str) -> bool:
         try:
