@@ -264,9 +264,11 @@ def cmd_audit_purge(_: argparse.Namespace) -> None:
 
 
 def cmd_openapi(args: argparse.Namespace) -> None:
-    from app.openapi import openapi_json
+    from app.main import create_app
 
-    text = openapi_json()
+    # The document does not depend on settings; an in-memory URL opens no file.
+    document = create_app(Settings(DATABASE_URL="sqlite://")).openapi()
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     if args.output == "-":
         sys.stdout.write(text)
     else:

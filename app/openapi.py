@@ -1,7 +1,7 @@
 """The OpenAPI document: served at /openapi.json and committed as openapi/openapi.json
-(``mailprov openapi -o openapi/openapi.json``); a test fails when the two differ."""
+(``mailprov openapi -o openapi/openapi.json``, app/cli.py); a test fails when the two
+differ."""
 
-import json
 from typing import Any
 
 from fastapi import FastAPI
@@ -66,12 +66,3 @@ def _problems_only_as_problem_json(document: dict[str, Any]) -> None:
                 content = response.get("content", {})
                 if status.startswith(("4", "5")) and "application/json" in content:
                     content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
-
-
-def openapi_json() -> str:
-    from app.config import Settings
-    from app.main import create_app
-
-    # The document does not depend on settings; an in-memory URL opens no file.
-    document = create_app(Settings(DATABASE_URL="sqlite://")).openapi()
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
