@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 
 from app.auth import client_address
 from app.clock import utcnow
+from app.crud.common import page_slice
 from app.deps import get_write_session
 from app.errors import as_problem
 from app.keys import Principal
@@ -185,7 +186,7 @@ def read_audit(
     action: str | None,
     since: datetime | None,
     until: datetime | None,
-) -> tuple[list[AuditEntry], int | None]:
+) -> tuple[list[AuditPublic], int | None, str | None]:
     """Newest first; the cursor is the last id seen."""
     conditions: list[Any] = []
     if target is not None:
@@ -203,4 +204,5 @@ def read_audit(
     if before_id is not None:
         query = query.where(col(AuditEntry.id) < before_id)
     rows = session.exec(query.order_by(col(AuditEntry.id).desc()).limit(page.limit + 1)).all()
-    return list(rows), total
+    shown, cursor = page_slice([str(row.id) for row in rows], page)
+    return [audit_public(row) for row in rows[:shown]], total, cursor

@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 
 from app.addresses import normalize_alias_source, normalize_domain
 from app.clock import aware, naive_utc, utcnow
+from app.crud.common import page_slice
 from app.models import RAW_MAX, Input, Page, example
 from app.pagination import PageParams
 from app.tables import ApiKey
@@ -214,13 +215,14 @@ def find_key(session: Session, key_id: str) -> ApiKey | None:
     return session.exec(select(ApiKey).where(ApiKey.key_id == key_id)).first()
 
 
-def list_keys(session: Session, page: PageParams) -> tuple[list[ApiKey], int | None]:
+def list_keys(session: Session, page: PageParams) -> tuple[list[KeyPublic], int | None, str | None]:
     total = page.total(session, select(func.count()).select_from(ApiKey))
     query = select(ApiKey)
     if page.after is not None:
         query = query.where(ApiKey.key_id > page.after)
-    rows = list(session.exec(query.order_by(ApiKey.key_id).limit(page.limit + 1)).all())
-    return rows, total
+    rows = session.exec(query.order_by(ApiKey.key_id).limit(page.limit + 1)).all()
+    shown, cursor = page_slice([row.key_id for row in rows], page)
+    return [key_public(row) for row in rows[:shown]], total, cursor
 
 
 def revoke_key(session: Session, row: ApiKey) -> ApiKey:

@@ -3,7 +3,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.audit import AuditPage, audit_public, read_audit
+from app.audit import AuditPage, read_audit
 from app.auth import ADMIN
 from app.clock import naive_utc
 from app.deps import SessionDep
@@ -65,7 +65,7 @@ def list_audit(
                 "cursor is not one this service issued", field="cursor", location="query"
             )
         before_id = int(page.after)
-    rows, total = read_audit(
+    items, total, cursor = read_audit(
         session,
         page,
         before_id,
@@ -75,10 +75,4 @@ def list_audit(
         since=_time(since, "since"),
         until=_time(until, "until"),
     )
-    cursor = page.next_cursor([str(row.id) for row in rows])
-    return AuditPage(
-        items=[audit_public(row) for row in rows[: page.limit]],
-        total=total,
-        limit=page.limit,
-        next_cursor=cursor,
-    )
+    return AuditPage(items=items, total=total, limit=page.limit, next_cursor=cursor)

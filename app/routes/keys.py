@@ -61,14 +61,8 @@ def create_api_key(
 )
 def list_api_keys(session: SessionDep, page: PageDep) -> KeysPage:
     """All keys, revoked ones included, in id order. Never the keys themselves."""
-    rows, total = list_keys(session, page)
-    cursor = page.next_cursor([row.key_id for row in rows])
-    return KeysPage(
-        items=[key_public(row) for row in rows[: page.limit]],
-        total=total,
-        limit=page.limit,
-        next_cursor=cursor,
-    )
+    items, total, cursor = list_keys(session, page)
+    return KeysPage(items=items, total=total, limit=page.limit, next_cursor=cursor)
 
 
 @router.get(
