@@ -1,23 +1,22 @@
+"""Fixtures. Helpers that tests import live in tests/helpers.py (this module is
+pytest's, not one to import)."""
+
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from app.config import Settings
 from app.db import create_db_engine
 from app.main import create_app
 from app.migrate import migrate
 from tests.backends import BACKEND, scratch_database
-from tests.helpers import bearer, make_key
-
-TEST_COST = 4  # bcrypt's minimum: hashing speed is not what these tests measure
+from tests.helpers import TEST_COST, bearer, empty_database, make_key
 
 
 def pytest_report_header() -> str:
@@ -61,21 +60,6 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-def _empty(engine: Engine) -> None:
-    with engine.begin() as conn:
-        for table in (
-            "virtual_aliases",
-            "virtual_users",
-            "virtual_domains",
-            "mailprov_audit",
-            "mailprov_api_keys",
-            "mailprov_auth_failures",
-            "mailprov_idempotency",
-            "mailprov_send_rate",
-        ):
-            conn.execute(text(f"DELETE FROM {table}"))
-
-
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(DATABASE_URL=database_url, BCRYPT_COST=TEST_COST)
@@ -86,7 +70,7 @@ def app(settings: Settings, engine: Engine) -> Iterator[FastAPI]:
     app = create_app(settings)
     yield app
     app.state.engine.dispose()
-    _empty(engine)
+    empty_database(engine)
 
 
 @pytest.fixture
@@ -108,23 +92,11 @@ def anonymous(app: FastAPI) -> Iterator[TestClient]:
         yield client
 
 
-@contextmanager
-def api_client(settings: Settings) -> Iterator[TestClient]:
-    """A TestClient on a new app for these settings, sending what the API requires."""
-    app = create_app(settings)
-    try:
-        key = make_key(app.state.engine, name="admin")
-        with TestClient(app, headers=bearer(key)) as client:
-            yield client
-    finally:
-        app.state.engine.dispose()
-
-
-def sql(engine: Engine, statement: str, **params: Any) -> list[tuple[Any, ...]]:
-    """Run one statement the way Postfix or Dovecot would, and return its rows."""
-    with engine.begin() as conn:
-        result = conn.execute(text(statement), params)
-        return [tuple(row) for row in result] if result.returns_rows else []
+@pytest.fixture
+def empty_after(engine: Engine) -> Iterator[None]:
+    """Empty the database after a test that writes without the ``app`` fixture."""
+    yield
+    empty_database(engine)
 
 
 @pytest.fixture

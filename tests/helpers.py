@@ -1,13 +1,32 @@
-"""Small helpers shared by tests and the live-server harness."""
+"""Small helpers shared by tests and the live-server harness (fixtures are in
+conftest.py)."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
-from sqlalchemy import Engine
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
 
+from app.config import Settings
 from app.db import open_session
 from app.keys import KeyCreate, create_key, new_key_id
+from app.main import create_app
+
+TEST_COST = 4  # bcrypt's minimum: hashing speed is not what these tests measure
+# Every table a test may write, children first.
+TABLES = (
+    "virtual_aliases",
+    "virtual_users",
+    "virtual_domains",
+    "mailprov_audit",
+    "mailprov_api_keys",
+    "mailprov_auth_failures",
+    "mailprov_idempotency",
+    "mailprov_send_rate",
+)
 
 
 def make_key(engine: Engine, **spec: Any) -> str:
@@ -21,6 +40,32 @@ def make_key(engine: Engine, **spec: Any) -> str:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+@contextmanager
+def api_client(settings: Settings) -> Iterator[TestClient]:
+    """A TestClient on a new app for these settings, sending what the API requires."""
+    app = create_app(settings)
+    try:
+        key = make_key(app.state.engine, name="admin")
+        with TestClient(app, headers=bearer(key)) as client:
+            yield client
+    finally:
+        app.state.engine.dispose()
+
+
+def sql(engine: Engine, statement: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Run one statement the way Postfix or Dovecot would, and return its rows."""
+    with engine.begin() as conn:
+        result = conn.execute(text(statement), params)
+        return [tuple(row) for row in result] if result.returns_rows else []
+
+
+def empty_database(engine: Engine) -> None:
+    """Delete every row the tests may have written (the schema stays)."""
+    with engine.begin() as conn:
+        for table in TABLES:
+            conn.execute(text(f"DELETE FROM {table}"))
 
 
 def api_routes(app: FastAPI) -> list[RouteContext]:

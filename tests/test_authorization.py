@@ -15,8 +15,7 @@ from sqlalchemy import Engine
 from app.auth import ADMIN, READ, WRITE
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import sql
-from tests.helpers import api_routes, bearer, make_key
+from tests.helpers import api_routes, bearer, empty_database, make_key, sql
 
 # Liveness, readiness and the interactive documentation (app.routes.docs).
 UNAUTHENTICATED = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc"})
@@ -136,7 +135,7 @@ def matrix_app(settings: Settings, engine: Engine) -> Iterator[FastAPI]:
     app = create_app(settings.model_copy(update={"AUTH_FAILURE_LIMIT": 100000}))
     yield app
     app.state.engine.dispose()
-    _reset(engine)
+    empty_database(engine)
 
 
 def _world(client: TestClient, engine: Engine) -> dict[str, str]:
@@ -170,12 +169,6 @@ def _world(client: TestClient, engine: Engine) -> dict[str, str]:
     }
 
 
-def _reset(engine: Engine) -> None:
-    from tests.conftest import _empty
-
-    _empty(engine)
-
-
 @pytest.mark.parametrize("route", list(MATRIX), ids=lambda r: f"{r[0]} {r[1]}")
 def test_route_answers_each_kind_of_key(
     matrix_app: FastAPI, engine: Engine, route: tuple[str, str]
@@ -197,7 +190,7 @@ def test_route_answers_each_kind_of_key(
             if response.status_code == 401:
                 assert response.headers["www-authenticate"].startswith("Bearer")
             if response.status_code < 300 and call.method != "GET":
-                _reset(engine)  # the change went through: start the next kind afresh
+                empty_database(engine)  # the change went through: start the next kind afresh
                 keys = _world(client, engine)
 
 

@@ -32,7 +32,7 @@ from sqlalchemy import Engine
 from app.config import Settings
 from app.db import create_db_engine
 from app.migrate import migrate
-from tests.conftest import api_client, sql
+from tests.helpers import api_client, sql
 from tests.live import Live, live_server
 
 RACERS = 30

@@ -23,8 +23,7 @@ from app.config import Settings
 from app.deps import require_json_body
 from app.errors import DomainExists
 from app.main import create_app
-from tests.conftest import sql
-from tests.helpers import api_routes, bearer
+from tests.helpers import api_routes, bearer, sql
 
 PROBLEM = "application/problem+json"
 JSON = "application/json"

@@ -13,8 +13,7 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import sql
-from tests.helpers import bearer, make_key
+from tests.helpers import bearer, make_key, sql
 from tests.live import MAILPROV, ROOT
 
 

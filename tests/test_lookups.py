@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from tests.backends import BACKEND
-from tests.conftest import sql
+from tests.helpers import sql
 
 # Postfix: '%s' is the looked-up key (bound here as :key; Postfix quotes it itself).
 VIRTUAL_MAILBOX_DOMAINS = "SELECT 1 FROM virtual_domains WHERE name=:key"

@@ -2,7 +2,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from tests.conftest import sql
+from tests.helpers import sql
 
 
 @pytest.fixture

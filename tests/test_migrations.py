@@ -33,8 +33,7 @@ from app.migrate import (
     schema_head,
 )
 from tests.backends import BACKEND
-from tests.conftest import TEST_COST
-from tests.helpers import bearer, make_key
+from tests.helpers import TEST_COST, bearer, make_key
 
 ISPMAIL = ("virtual_domains", "virtual_users", "virtual_aliases")
 MAILPROV_TABLES = (

@@ -14,8 +14,7 @@ from sqlalchemy import Engine
 from app.config import Settings
 from app.logs import JsonFormatter, RequestIdFilter, TextFormatter
 from app.main import create_app
-from tests.conftest import _empty
-from tests.helpers import bearer, make_key
+from tests.helpers import bearer, empty_database, make_key
 from tests.live import live_server
 
 
@@ -105,7 +104,7 @@ def metrics_app(settings: Settings, engine: Engine) -> Iterator[Callable[[str], 
     yield make
     for app in apps:
         app.state.engine.dispose()
-    _empty(engine)
+    empty_database(engine)
 
 
 def test_metrics_exposure_modes(metrics_app: Callable[[str], FastAPI], engine: Engine) -> None:
@@ -138,7 +137,7 @@ def test_two_workers_add_up_in_every_scrape(database_url: str, engine: Engine) -
                 requests_total(http.get("/metrics").text, "GET", "/domains", 200) for _ in range(6)
             }
     finally:
-        _empty(engine)
+        empty_database(engine)
     assert totals == {40.0}
 
 
@@ -190,7 +189,7 @@ def test_live_json_logs_carry_request_ids_and_no_secrets(database_url: str, engi
             http.close()
             output = live.output()
     finally:
-        _empty(engine)
+        empty_database(engine)
     lines = [json.loads(line) for line in output.splitlines() if line.strip()]  # all JSON
     access = {entry["request_id"]: entry for entry in lines if entry["logger"] == "mailprov.access"}
     assert access["rq-1"]["status"] == 201 and access["rq-1"]["route"] == "/domains"

@@ -8,8 +8,7 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import _empty
-from tests.helpers import bearer, make_key
+from tests.helpers import bearer, empty_database, make_key
 
 
 def test_every_answer_carries_a_request_id(client: TestClient, anonymous: TestClient) -> None:
@@ -34,7 +33,7 @@ def small(settings: Settings, engine: Engine) -> Iterator[TestClient]:
     with TestClient(app, headers=bearer(make_key(engine, name="small"))) as client:
         yield client
     app.state.engine.dispose()
-    _empty(engine)
+    empty_database(engine)
 
 
 def test_body_over_the_cap_is_413(small: TestClient) -> None:

@@ -32,7 +32,7 @@ from app.config import Settings
 from app.db import create_db_engine
 from app.migrate import migrate
 from tests.backends import BACKEND
-from tests.conftest import api_client, sql
+from tests.helpers import api_client, sql
 from tests.live import free_port
 
 pytestmark = pytest.mark.skipif(

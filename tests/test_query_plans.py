@@ -16,7 +16,7 @@ from sqlalchemy import Engine, event
 
 from app.pagination import encode_cursor
 from tests.backends import BACKEND
-from tests.conftest import sql
+from tests.helpers import sql
 
 pytestmark = pytest.mark.skipif(BACKEND != "mariadb", reason="MariaDB's optimizer")
 

@@ -16,16 +16,11 @@ from app import ratelimit
 from app.config import Settings
 from app.db import open_session
 from app.metrics import SENDS
-from tests.conftest import _empty, sql
-from tests.helpers import bearer, make_key
+from tests.helpers import bearer, make_key, sql
+from tests.sending import message, send_app
 from tests.smtpd import SubmissionServer, submission_server
-from tests.test_send import message, send_app
 
-
-@pytest.fixture(autouse=True)
-def _empty_after(engine: Engine) -> Iterator[None]:
-    yield
-    _empty(engine)
+pytestmark = pytest.mark.usefixtures("empty_after")
 
 
 @pytest.fixture

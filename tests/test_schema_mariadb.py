@@ -33,7 +33,7 @@ from app.config import Settings
 from app.db import create_db_engine
 from app.migrate import migrate
 from tests.backends import BACKEND, scratch_database
-from tests.conftest import _empty, api_client, sql
+from tests.helpers import api_client, empty_database, sql
 
 mariadb_only = pytest.mark.skipif(
     BACKEND != "mariadb", reason="compares MariaDB's SHOW CREATE TABLE with the guide's SQL"
@@ -221,7 +221,7 @@ def john(settings: Settings, engine: Engine) -> Iterator[Engine]:
             assert response.json()["address"] == "john@example.org"
         yield engine
     finally:
-        _empty(engine)
+        empty_database(engine)
 
 
 def test_canonical_lookup_answers_alike_on_every_backend(john: Engine) -> None:

@@ -43,7 +43,7 @@ from app.security import (
     check_password_hash,
     hash_password,
 )
-from tests.conftest import TEST_COST, sql
+from tests.helpers import TEST_COST, sql
 
 with warnings.catch_warnings():
     # Deprecated since 3.11, removed in 3.13; pytest turns warnings into errors.

@@ -6,44 +6,23 @@ from pathlib import Path
 
 import pytest
 import trustme
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from app.config import Settings
-from app.main import create_app
-from tests.conftest import _empty, sql
-from tests.helpers import bearer, make_key
+from tests.helpers import bearer, make_key, sql
 from tests.live import free_port
+from tests.sending import message, send_app
 from tests.smtpd import PASSWORD, QUEUE_ID, USERNAME, SubmissionServer, submission_server
 
-CREDS = {"username": USERNAME, "password": PASSWORD}
-
-
-@pytest.fixture(autouse=True)
-def _empty_after(engine: Engine) -> Iterator[None]:
-    yield
-    _empty(engine)
+pytestmark = pytest.mark.usefixtures("empty_after")
 
 
 @pytest.fixture
 def smtp(ca: trustme.CA, ca_file: str) -> Iterator[SubmissionServer]:
     with submission_server(ca, ca_file, slow_data=3) as server:
         yield server
-
-
-def send_app(settings: Settings, server: SubmissionServer, **overrides: object) -> FastAPI:
-    values: dict[str, object] = {
-        "SUBMISSION_HOST": server.host,
-        "SUBMISSION_PORT": server.port,
-        "SUBMISSION_TLS": "implicit" if server.tls == "implicit" else "starttls",
-        "SUBMISSION_CA_FILE": server.ca_file,
-        "SUBMISSION_TIMEOUT": 2,
-        "SUBMISSION_CONNECT_TIMEOUT": 2,
-    }
-    values.update(overrides)
-    return create_app(settings.model_copy(update=values))
 
 
 @pytest.fixture
@@ -54,18 +33,6 @@ def sender(settings: Settings, smtp: SubmissionServer, engine: Engine) -> Iterat
     with TestClient(app, headers=bearer(key)) as client:
         yield client
     app.state.engine.dispose()
-
-
-def message(**extra: object) -> dict[str, object]:
-    body: dict[str, object] = {
-        "from": {"address": "john@example.org", "name": "John Doe"},
-        "to": ["lisa@ext.net"],
-        "subject": "Hello",
-        "text": "Hi Lisa",
-        "credentials": CREDS,
-    }
-    body.update(extra)
-    return body
 
 
 def test_send_queues_and_parses_queue_id(sender: TestClient, smtp: SubmissionServer) -> None:

@@ -30,7 +30,7 @@ import pytest
 import trustme
 
 from app.db import create_db_engine
-from tests.conftest import sql
+from tests.helpers import sql
 from tests.live import Live, live_server
 from tests.smtpd import PASSWORD, USERNAME, SubmissionServer, submission_server
 
