@@ -3,17 +3,19 @@ conftest.py)."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
-from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
 from app.config import Settings
 from app.db import open_session
 from app.keys import KeyCreate, create_key, new_key_id
 from app.main import create_app
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 TEST_COST = 4  # bcrypt's minimum: hashing speed is not what these tests measure
 # Every table a test may write, children first.
@@ -43,8 +45,11 @@ def bearer(key: str) -> dict[str, str]:
 
 
 @contextmanager
-def api_client(settings: Settings) -> Iterator[TestClient]:
+def api_client(settings: Settings) -> Iterator["TestClient"]:
     """A TestClient on a new app for these settings, sending what the API requires."""
+    # Imported here: bench/ uses this module too and would print the client's warning.
+    from fastapi.testclient import TestClient
+
     app = create_app(settings)
     try:
         key = make_key(app.state.engine, name="admin")
