@@ -23,6 +23,18 @@ def pytest_report_header() -> str:
     return f"mailprov backend: {BACKEND}"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The e2e suite (it starts the shared mail stack) runs only when ``-m`` names it,
+    as scripts/e2e.sh does: so ``pytest`` and the fast loop ``pytest -m "not slow"``
+    leave it out. (An ``-m 'not e2e'`` in addopts would be replaced by any ``-m``.)"""
+    if "e2e" in config.getoption("markexpr", ""):
+        return
+    e2e = [item for item in items if item.get_closest_marker("e2e") is not None]
+    if e2e:
+        config.hook.pytest_deselected(items=e2e)
+        items[:] = [item for item in items if item.get_closest_marker("e2e") is None]
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One migrated database for the whole session; tests empty it after use."""

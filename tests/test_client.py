@@ -16,6 +16,8 @@ import trustme
 from tests.live import ROOT, live_server
 from tests.smtpd import PASSWORD, USERNAME, submission_server
 
+pytestmark = pytest.mark.slow  # generates a client in a subprocess; a live server
+
 SPEC = ROOT / "openapi" / "openapi.json"
 BIN = Path(sys.executable).parent
 

@@ -130,11 +130,13 @@ def live(fresh_database_url: str) -> Iterator[Live]:
         yield live
 
 
+@pytest.mark.slow  # a live server
 def test_live_server_really_runs_two_worker_processes(live: Live) -> None:
     assert os.path.isdir("/proc")
     assert worker_processes(live) == 2
 
 
+@pytest.mark.slow  # a live server
 def test_same_create_raced_makes_one_row(live: Live, fresh_database_url: str) -> None:
     # Domain: half the racers spell it differently; canonical form makes it one key.
     spellings = ["race.example", "RACE.Example"]
@@ -213,6 +215,7 @@ def assert_no_cycle(engine: Engine) -> None:
             frontier = {n for f in frontier for n in edges.get(f, ())} - seen
 
 
+@pytest.mark.slow  # a live server
 def test_concurrent_alias_edits_never_build_a_loop(live: Live, fresh_database_url: str) -> None:
     d = "loop.example"
     pairs = range(RACERS)  # a_i -> b_i against b_i -> a_i

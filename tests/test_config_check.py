@@ -107,6 +107,7 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.slow  # runs the CLI
 def test_check_config_command(tmp_path: Path) -> None:
     ok = run("check-config", MAILPROV_DATABASE_URL=f"sqlite:///{tmp_path}/ok.db")
     assert ok.returncode == 0 and ok.stdout == "", ok.stderr
@@ -121,6 +122,7 @@ def test_check_config_command(tmp_path: Path) -> None:
     assert "the service will refuse to start" in bad.stderr
 
 
+@pytest.mark.slow  # runs the CLI
 def test_serve_in_production_refuses_before_touching_anything(tmp_path: Path) -> None:
     database = tmp_path / "never.db"
     url = f"sqlite:///{database}"

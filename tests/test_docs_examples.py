@@ -72,6 +72,7 @@ def ca_file(tmp_path: Path) -> Iterator[tuple[trustme.CA, str]]:
     yield ca, str(path)
 
 
+@pytest.mark.slow  # a live server and curl
 @pytest.mark.parametrize("doc", list(DOCS))
 def test_doc_examples_run_in_order(
     fresh_database_url: str, ca_file: tuple[trustme.CA, str], doc: str

@@ -132,6 +132,7 @@ def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # runs the CLI
 def test_cli_keys_create_list_revoke(app: FastAPI, database_url: str) -> None:
     created = cli(database_url, "keys", "create", "--admin", "--name", "ops")
     assert created.returncode == 0, created.stderr
@@ -153,6 +154,7 @@ def test_cli_keys_create_list_revoke(app: FastAPI, database_url: str) -> None:
     assert cli(database_url, "keys", "revoke", "0000000000000000").returncode != 0
 
 
+@pytest.mark.slow  # runs the CLI
 def test_cli_bad_setting_is_one_line(database_url: str) -> None:
     env = os.environ | {"MAILPROV_DATABASE_URL": database_url, "MAILPROV_BCRYPT_COST": "99"}
     done = subprocess.run(
@@ -264,6 +266,7 @@ def test_audit_change_and_entry_commit_together(client: TestClient, engine: Engi
     assert sql_count == [(1,)]
 
 
+@pytest.mark.slow  # runs the CLI
 def test_audit_purge_keeps_recent(client: TestClient, engine: Engine, database_url: str) -> None:
     client.post("/domains", json={"name": "example.org"})
     sql(engine, "UPDATE mailprov_audit SET at = :t", t=datetime(2001, 1, 1))

@@ -658,6 +658,7 @@ def test_downgrade_empty_database_removes_schema(fresh_engine: Engine) -> None:
 # ---------------------------------------------------------------- the mailprov migrate command
 
 
+@pytest.mark.slow  # runs the CLI
 def test_cli_migrate_empty_database_exits_zero(
     fresh_database_url: str, fresh_engine: Engine, tmp_path: Path
 ) -> None:
@@ -668,6 +669,7 @@ def test_cli_migrate_empty_database_exits_zero(
     assert version(fresh_engine) == [schema_head()]
 
 
+@pytest.mark.slow  # runs the CLI
 def test_cli_migrate_partial_database_exits_nonzero(
     fresh_database_url: str, fresh_engine: Engine, tmp_path: Path
 ) -> None:
@@ -686,6 +688,7 @@ def test_cli_migrate_partial_database_exits_nonzero(
     assert fingerprint(fresh_engine) == before
 
 
+@pytest.mark.slow  # runs the CLI
 def test_cli_migrate_duplicate_rows_exits_nonzero(
     fresh_database_url: str, fresh_engine: Engine, tmp_path: Path
 ) -> None:

@@ -123,6 +123,7 @@ def test_metrics_exposure_modes(metrics_app: Callable[[str], FastAPI], engine: E
     assert "/metrics" not in make("key").openapi()["paths"]
 
 
+@pytest.mark.slow  # a live server
 def test_two_workers_add_up_in_every_scrape(database_url: str, engine: Engine) -> None:
     """A scrape reaches one worker; multiprocess mode makes it report all of them."""
     try:
@@ -176,6 +177,7 @@ def test_json_formatter_keeps_extra_fields_and_the_request_id() -> None:
     assert TextFormatter().format(record).endswith("GET /x [abc]")
 
 
+@pytest.mark.slow  # a live server
 def test_live_json_logs_carry_request_ids_and_no_secrets(database_url: str, engine: Engine) -> None:
     password = "Tr0ub4dor&3-horse-battery"
     try:

@@ -35,9 +35,12 @@ from tests.backends import BACKEND
 from tests.helpers import api_client, sql
 from tests.live import free_port
 
-pytestmark = pytest.mark.skipif(
-    BACKEND == "sqlite", reason="SQLite is a file in the app's own process: no server to lose"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        BACKEND == "sqlite", reason="SQLite is a file in the app's own process: no server to lose"
+    ),
+    pytest.mark.slow,  # waits out timeouts and outages
+]
 
 PROBLEM = "application/problem+json"
 CONNECT_TIMEOUT = 2  # DATABASE_CONNECT_TIMEOUT for the app under test

@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from app.db import create_db_engine
 from app.migrate import migrate
 from tests.live import ROOT
@@ -24,6 +26,7 @@ command.check(config)
 """
 
 
+@pytest.mark.slow  # runs alembic
 def test_autogenerate_finds_nothing_to_change_after_migrating(fresh_database_url: str) -> None:
     engine = create_db_engine(fresh_database_url)
     try:

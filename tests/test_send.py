@@ -189,6 +189,7 @@ def test_send_server_down_is_502(settings: Settings, engine: Engine, ca_file: st
     assert response.json()["type"] == "urn:mailprov:problem:submission-unreachable"
 
 
+@pytest.mark.slow  # waits out the submission timeout
 def test_send_slow_server_after_data_is_504_unknown(
     sender: TestClient, smtp: SubmissionServer
 ) -> None:

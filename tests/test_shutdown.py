@@ -38,7 +38,10 @@ SLOW_DATA = 2  # seconds the SMTP server sits on DATA before it answers
 BOUND = 30  # generous: only there so a broken shutdown fails instead of hanging
 WORKERS = pytest.mark.parametrize("workers", [1, 2], ids=["1-worker", "2-workers"])
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads Linux /proc")
+pytestmark = [
+    pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads Linux /proc"),
+    pytest.mark.slow,  # live servers, stopped with SIGTERM mid-request
+]
 
 
 @pytest.fixture
