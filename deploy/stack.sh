@@ -34,6 +34,9 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 readonly HERE REPO
+# have, port_open, maria_client, wait_until
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
 readonly STATE=${MAILPROV_STACK_DIR:-/tmp/mailprov-stack}
 readonly DB=${MAILPROV_STACK_DB:-mailserver}
 readonly DB_HOST=127.0.0.1
@@ -70,7 +73,6 @@ die() {
     printf 'stack: error: %s\n' "$*" >&2
     exit 1
 }
-have() { command -v "$1" >/dev/null 2>&1; }
 
 need_root() { [[ $EUID -eq 0 ]] || die "must run as root"; }
 
@@ -176,16 +178,6 @@ ensure_vmail() {
 }
 
 # ---------------------------------------------------------------- MariaDB
-
-maria_client() {
-    if have mariadb; then
-        command -v mariadb
-    elif have mysql; then
-        command -v mysql
-    else
-        return 1
-    fi
-}
 
 # SQL as MariaDB root over TCP (root@127.0.0.1, empty password).
 root_sql() {
@@ -415,12 +407,6 @@ relayhost = $(relay_parse)"
 
 # ---------------------------------------------------------------- processes
 
-# Something accepts connections on $LISTEN:PORT (a real connect).
-port_open() {
-    # shellcheck disable=SC2016 # expanded by the inner bash
-    timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$LISTEN" "$1" 2>/dev/null
-}
-
 # A socket listens on $LISTEN:PORT (no connection, so no noise in the logs).
 port_listening() {
     if have ss; then
@@ -448,21 +434,16 @@ postfix_pid() {
     printf '%s\n' "$pid"
 }
 
-# Wait (bounded) until CMD succeeds; fail early when ALIVE stops succeeding.
+# wait_for WHAT ALIVE CMD...: wait_until (scripts/lib.sh), saying why it gave up.
 wait_for() {
-    local what=$1 alive=$2
-    shift 2
-    local deadline=$((SECONDS + TIMEOUT))
-    while ((SECONDS < deadline)); do
-        "$@" && return 0
-        if [[ -n $alive ]] && ! $alive >/dev/null; then
-            "$@" && return 0
-            warn "$what: the process is gone"
-            return 1
-        fi
-        sleep 0.2
-    done
-    warn "$what: not ready within ${TIMEOUT}s"
+    local what=$1 rc=0
+    shift
+    wait_until "$TIMEOUT" "$@" || rc=$?
+    case $rc in
+    0) return 0 ;;
+    2) warn "$what: the process is gone" ;;
+    *) warn "$what: not ready within ${TIMEOUT}s" ;;
+    esac
     return 1
 }
 

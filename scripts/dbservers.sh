@@ -21,6 +21,8 @@
 # Environment: DBSERVERS_TIMEOUT  seconds to wait for a server to accept
 #              connections after starting it (default 60).
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 readonly HOST=127.0.0.1
 readonly MARIADB_PORT=3306
@@ -71,32 +73,7 @@ run() {
     "$@" </dev/null >>"$LOG" 2>&1 9>&-
 }
 
-have() { command -v "$1" >/dev/null 2>&1; }
-
 is_root() { [[ $EUID -eq 0 ]]; }
-
-port_open() {
-    # shellcheck disable=SC2016 # expanded by the inner bash
-    timeout 3 "$BASH" -c 'exec 3<>"/dev/tcp/$0/$1"' "$HOST" "$1" 2>/dev/null
-}
-
-# Wait until the port accepts connections; $2 is a command that must keep
-# succeeding meanwhile (the server process is alive).
-wait_port() {
-    local port=$1 alive=$2 deadline=$((SECONDS + WAIT_SECS))
-    while ((SECONDS < deadline)); do
-        if port_open "$port"; then
-            return 0
-        fi
-        if ! "$alive"; then
-            sleep 1 # it may just have exited after binding; look once more
-            port_open "$port" && return 0
-            return 2
-        fi
-        sleep 0.5
-    done
-    return 1
-}
 
 apt_install() {
     if ! is_root; then
@@ -125,16 +102,6 @@ apt_install() {
 }
 
 # ---------------------------------------------------------------- MariaDB
-
-maria_client() {
-    if have mariadb; then
-        command -v mariadb
-    elif have mysql; then
-        command -v mysql
-    else
-        return 1
-    fi
-}
 
 maria_server_bin() {
     local b
@@ -205,7 +172,7 @@ start_mariadb() {
             return 1
         fi
     fi
-    wait_port "$MARIADB_PORT" maria_alive || rc=$?
+    wait_until "$WAIT_SECS" maria_alive port_open "$MARIADB_PORT" "$HOST" || rc=$?
     if [[ $rc -ne 0 ]]; then
         ensure_log
         {
@@ -434,7 +401,7 @@ ensure_postgresql() {
         fi
     fi
     local rc=0
-    wait_port "$PG_PORT" pg_alive || rc=$?
+    wait_until "$WAIT_SECS" pg_alive port_open "$PG_PORT" "$HOST" || rc=$?
     if [[ $rc -ne 0 ]]; then
         ensure_log
         tail -n 20 -- "/var/log/postgresql/postgresql-$PG_VER-main.log" >>"$LOG" 2>&1 || true

@@ -22,6 +22,8 @@
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 COMMAND=${1:-all}
 case "$COMMAND" in
@@ -233,10 +235,6 @@ lint() {
 }
 
 # --- smoke -------------------------------------------------------------------
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # podman run with what these machines need: runc, and limits no higher than the
 # ones runc inherits (root lacks CAP_SYS_RESOURCE here, so it cannot raise them).

@@ -6,6 +6,8 @@
 # Usage: scripts/schemathesis.sh [extra schemathesis options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 work=$(mktemp -d)
 server="" smtp_pid=""
@@ -23,7 +25,7 @@ coproc SMTP { exec .venv/bin/python -m tests.smtpd "$work/ca.pem"; }
 # shellcheck disable=SC2153  # SMTP_PID is set by coproc
 smtp_pid=$SMTP_PID
 read -r smtp_host smtp_port <&"${SMTP[0]}"
-port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 export MAILPROV_DATABASE_URL="sqlite:///$work/fuzz.db" MAILPROV_BCRYPT_COST=4
 export MAILPROV_SUBMISSION_HOST=$smtp_host MAILPROV_SUBMISSION_PORT=$smtp_port
 export MAILPROV_SUBMISSION_CA_FILE=$work/ca.pem MAILPROV_SUBMISSION_TIMEOUT=10
