@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up, lint, and run the whole test suite on SQLite, MariaDB and PostgreSQL,
-# and the end-to-end suite on a real Postfix + Dovecot (with the MariaDB run).
-# Backends to run can be narrowed: scripts/test.sh sqlite  (default: all three).
+# the end-to-end suite on a real Postfix + Dovecot (with the MariaDB run), and the
+# Galera suite once (scripts/galera.sh; MAILPROV_SKIP_GALERA=1 leaves it out).
+# Backends to run can be narrowed: scripts/test.sh sqlite  (default: all three and
+# galera; `scripts/test.sh galera` runs only the Galera suite).
 # Extra pytest arguments after --: scripts/test.sh sqlite -- -k aliases
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +11,12 @@ cd "$(dirname "$0")/.."
 backends=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do backends+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
-[ ${#backends[@]} -gt 0 ] || backends=(sqlite mariadb postgresql)
+[ ${#backends[@]} -gt 0 ] || backends=(sqlite mariadb postgresql galera)
+galera=0
+databases=()
+for backend in "${backends[@]}"; do
+    if [ "$backend" = galera ]; then galera=1; else databases+=("$backend"); fi
+done
 
 ./scripts/setup.sh
 # curl runs the README's examples; libargon2 checks pre-hashed {ARGON2*} passwords.
@@ -53,7 +60,7 @@ if [ "${MAILPROV_SKIP_IMAGE:-}" != 1 ]; then
         echo "test: SKIPPING the container image: needs root and apt-get (CI would fail)" >&2
     fi
 fi
-for backend in "${backends[@]}"; do
+for backend in "${databases[@]}"; do
     if [ "$backend" != sqlite ]; then
         rc=0
         ./scripts/dbservers.sh "$backend" || rc=$?
@@ -78,4 +85,12 @@ for backend in "${backends[@]}"; do
         [ $rc -eq 0 ] || status=$rc
     fi
 done
+if [ $galera -eq 1 ] && [ "${MAILPROV_SKIP_GALERA:-}" != 1 ]; then
+    # Once, not per backend: three MariaDB Galera nodes, HAProxy and three mailprov
+    # copies (deploy/ha.sh), started and stopped by the suite's fixtures.
+    echo "== Galera: mailprov copies on a three-node cluster behind HAProxy"
+    rc=0
+    ./scripts/galera.sh || rc=$?
+    [ $rc -eq 0 ] || status=$rc
+fi
 exit $status

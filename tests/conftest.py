@@ -24,15 +24,17 @@ def pytest_report_header() -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The e2e suite (it starts the shared mail stack) runs only when ``-m`` names it,
-    as scripts/e2e.sh does: so ``pytest`` and the fast loop ``pytest -m "not slow"``
-    leave it out. (An ``-m 'not e2e'`` in addopts would be replaced by any ``-m``.)"""
-    if "e2e" in config.getoption("markexpr", ""):
-        return
-    e2e = [item for item in items if item.get_closest_marker("e2e") is not None]
-    if e2e:
-        config.hook.pytest_deselected(items=e2e)
-        items[:] = [item for item in items if item.get_closest_marker("e2e") is None]
+    """The e2e suite (it starts the shared mail stack) and the Galera suite (a cluster)
+    run only when ``-m`` names them, as scripts/e2e.sh and scripts/galera.sh do: so
+    ``pytest`` and the fast loop ``pytest -m "not slow"`` leave them out. (An
+    ``-m 'not e2e'`` in addopts would be replaced by any ``-m``.)"""
+    for marker in ("e2e", "galera"):
+        if marker in config.getoption("markexpr", ""):
+            continue
+        named = [item for item in items if item.get_closest_marker(marker) is not None]
+        if named:
+            config.hook.pytest_deselected(items=named)
+            items[:] = [item for item in items if item.get_closest_marker(marker) is None]
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,10 @@ class Live:
     process: subprocess.Popen[bytes]  # `mailprov serve` itself, e.g. to send it SIGTERM
     log: IO[bytes]  # its stdout and stderr
 
+    def base_for(self, index: int) -> str:
+        """Where request ``index`` of a race goes: one server here (see tests/galera)."""
+        return self.base
+
     def output(self) -> str:
         """What the server has logged so far (pread: the server shares the file offset)."""
         fd = self.log.fileno()

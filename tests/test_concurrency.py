@@ -53,19 +53,21 @@ def engine_for(url: str) -> Iterator[Engine]:
 
 
 def fire(live: Live, calls: list[Call]) -> list[httpx.Response]:
-    """Send all calls at once, one thread and one HTTP connection each."""
+    """Send all calls at once, one thread and one HTTP connection each (call i to
+    ``live.base_for(i)``: the Galera suite spreads them over several copies)."""
     barrier = threading.Barrier(len(calls), timeout=30)
 
-    def one(call: Call) -> httpx.Response:
+    def one(index: int, call: Call) -> httpx.Response:
         method, path, body = call
-        with httpx.Client(base_url=live.base, headers=live.headers, timeout=60) as client:
+        base = live.base_for(index)
+        with httpx.Client(base_url=base, headers=live.headers, timeout=60) as client:
             # Open the connection first, so the start line is not a connect race.
             assert client.get("/health").status_code == 200
             barrier.wait()
             return client.request(method, path, json=body)
 
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        return list(pool.map(one, calls))
+        return list(pool.map(one, range(len(calls)), calls))
 
 
 def setup(live: Live, *calls: Call) -> None:
