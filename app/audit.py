@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 from app.auth import client_address
 from app.clock import utcnow
 from app.crud.common import page_slice
+from app.db import retried
 from app.deps import get_write_session
 from app.errors import as_problem
 from app.keys import Principal
@@ -127,16 +128,22 @@ def _record_failure(session: Session, entry: AuditEntry) -> None:
     # a transaction of its own (on the same connection: no second writer).
     try:
         session.rollback()
-        session.add(entry)
-        session.commit()
+        _add_entry(session, entry)
     except (SQLAlchemyError, ValueError):
         # The database (or the value) is what failed; the request's own answer says so.
         session.rollback()
 
 
+@retried
+def _add_entry(session: Session, entry: AuditEntry) -> None:
+    session.add(entry)
+    session.commit()
+
+
 AuditDep = Annotated[Audit, Depends(audit_trail)]
 
 
+@retried
 def purge(session: Session, retention_days: int) -> int:
     cutoff = utcnow() - timedelta(days=retention_days)
     result = session.exec(delete(AuditEntry).where(col(AuditEntry.at) < cutoff))

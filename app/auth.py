@@ -24,11 +24,11 @@ from sqlmodel import Session
 
 from app.clock import utcnow
 from app.config import Settings
-from app.db import open_session
+from app.db import open_session, retried
 from app.errors import Forbidden, Problem
 from app.keys import KeyRejected, Principal, principal_of, verify_key
 from app.metrics import AUTH_FAILURES
-from app.tables import AuthFailure
+from app.tables import ApiKey, AuthFailure
 
 LAST_USED_RESOLUTION = timedelta(seconds=60)  # last_used_at is written at most once a minute
 
@@ -72,6 +72,7 @@ def _check_block(session: Session, client: str, now: datetime) -> None:
         raise _blocked(row.blocked_until, now)
 
 
+@retried
 def _count_failure(session: Session, client: str, settings: Settings, now: datetime) -> None:
     """Count one failure; past the limit, block the client (raises 429)."""
     window = timedelta(seconds=settings.AUTH_FAILURE_WINDOW)
@@ -127,13 +128,20 @@ def authenticate(
         stale = row.last_used_at is None or row.last_used_at + LAST_USED_RESOLUTION <= now
     if stale:
         with open_session(request.app.state.engine, write=True) as writer:
-            fresh = writer.get(type(row), row.id)
-            if fresh is not None:
-                fresh.last_used_at = now
-                writer.add(fresh)
-                writer.commit()
+            _touch(writer, row.id, now)
     request.state.principal = principal
     return principal
+
+
+@retried
+def _touch(session: Session, row_id: int | None, now: datetime) -> None:
+    # Several copies may write the same key's last_used_at at once (on Galera: a
+    # certification conflict); run again, the later time wins.
+    fresh = session.get(ApiKey, row_id)
+    if fresh is not None:
+        fresh.last_used_at = now
+        session.add(fresh)
+        session.commit()
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]

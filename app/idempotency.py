@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from app.clock import utcnow
+from app.db import retried
 from app.errors import Conflict
 from app.tables import IdempotencyRecord
 
@@ -39,6 +40,7 @@ def request_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@retried
 def begin(
     session: Session, key_id: str, idem_key: str, digest: str, window: timedelta
 ) -> IdempotencyRecord | None:
@@ -84,10 +86,12 @@ def begin(
     raise IdempotencyInFlight("this Idempotency-Key is contended; retry later")
 
 
+@retried
 def finish(
     session: Session, key_id: str, idem_key: str, status: int, response: dict[str, Any]
 ) -> None:
-    """Keep the definitive answer (the caller commits)."""
+    """Keep the definitive answer, with whatever else the request's transaction holds
+    (its audit entry). Run again on a conflict: the message went out once, already."""
     row = session.exec(
         select(IdempotencyRecord).where(
             IdempotencyRecord.key_id == key_id, IdempotencyRecord.idem_key == idem_key
@@ -95,8 +99,10 @@ def finish(
     ).one()
     row.state, row.status, row.response = DONE, status, response
     session.add(row)
+    session.commit()
 
 
+@retried
 def release(session: Session, key_id: str, idem_key: str) -> None:
     """Free the key after an answer that invites a retry."""
     session.exec(

@@ -21,6 +21,7 @@ from sqlmodel import Session, select
 from app.addresses import normalize_alias_source, normalize_domain
 from app.clock import aware, naive_utc, utcnow
 from app.crud.common import page_slice
+from app.db import retried
 from app.models import RAW_MAX, Input, Page, example
 from app.pagination import PageParams
 from app.tables import ApiKey
@@ -161,6 +162,7 @@ def new_key_id() -> str:
     return secrets.token_hex(8)
 
 
+@retried
 def create_key(session: Session, spec: KeyCreate, key_id: str) -> KeyCreated:
     """Make the key and commit; the answer is the only time its secret is seen."""
     secret = secrets.token_urlsafe(32)
@@ -225,6 +227,7 @@ def list_keys(session: Session, page: PageParams) -> tuple[list[KeyPublic], int 
     return [key_public(row) for row in rows[:shown]], total, cursor
 
 
+@retried
 def revoke_key(session: Session, row: ApiKey) -> ApiKey:
     if row.revoked_at is None:
         row.revoked_at = utcnow()

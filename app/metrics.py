@@ -48,6 +48,12 @@ DATABASE_ERRORS = Counter(
     "Database failures answered 503: unavailable, pool-exhausted, error.",
     ["kind"],
 )
+TRANSACTION_RETRIES = Counter(
+    "mailprov_transaction_retries",
+    "Transactions run again after the database refused them for a concurrent one "
+    "(Galera certification failure, deadlock), by reason.",
+    ["reason"],
+)
 AUTH_FAILURES = Counter(
     "mailprov_auth_failures",
     "Requests refused by authentication: missing, invalid, blocked (429).",

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from app.clock import utcnow
+from app.db import retried
 from app.errors import Problem
 from app.tables import SendRate
 
@@ -49,6 +50,7 @@ def _now_micros() -> int:
     return int(utcnow().timestamp() * MICROS)
 
 
+@retried
 def take(session: Session, key_id: str, limit: int, window: int) -> Quota:
     """Count one message for ``key_id``, or raise RateLimited (counting nothing)."""
     spacing = window * MICROS / limit

@@ -81,11 +81,15 @@ class AliasRow(SQLModel, table=True):
 
 
 class Lock(SQLModel, table=True):
-    """Rows locked to serialise changes that must see each other."""
+    """Rows written to serialise changes that must see each other (app/crud/common.py)."""
 
     __tablename__ = "mailprov_locks"
 
     name: str = SQLField(sa_column=Column(String(64), primary_key=True))
+    # Bumped by every holder: a written row is what a Galera cluster certifies.
+    generation: int = SQLField(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0"))
+    )
 
 
 ALIAS_GRAPH_LOCK = "alias-graph"

@@ -270,9 +270,11 @@ def assert_mailprov_schema(engine: Engine) -> None:
     for (table, name), expected in MAILPROV_INDEXES.items():
         assert indexes(engine, table).get(name) == expected, (table, name)
     insp = inspect(engine)
-    (lock_column,) = insp.get_columns("mailprov_locks")
+    lock_column, generation = insp.get_columns("mailprov_locks")
     assert lock_column["name"] == "name"
     assert isinstance(lock_column["type"], String) and lock_column["type"].length == 64
+    # Written by every holder of the lock (a Galera cluster certifies writes only).
+    assert generation["name"] == "generation" and not generation["nullable"]
     assert insp.get_pk_constraint("mailprov_locks")["constrained_columns"] == ["name"]
     assert lookup(engine, "SELECT name FROM mailprov_locks") == [("alias-graph",)]
     assert version(engine) == [schema_head()]

@@ -19,6 +19,7 @@ from app.crud.common import (
     prune_dangling,
     require_hosted,
 )
+from app.db import retried
 from app.models import AliasDeleted, AliasPublic
 from app.pagination import PageParams
 from app.tables import AliasRow, Domain
@@ -100,6 +101,7 @@ def _check_destinations(
         frontier = alias_sources(session, next_hops - seen)
 
 
+@retried
 def create_alias(
     session: Session, source: str, destinations: list[str], scope: frozenset[str] | None = None
 ) -> AliasPublic:
@@ -159,6 +161,7 @@ def read_alias(session: Session, source: str) -> AliasPublic:
     return _alias_public(source, (r.destination for r in _require_alias(session, source)))
 
 
+@retried
 def replace_destinations(
     session: Session, source: str, destinations: list[str], scope: frozenset[str] | None = None
 ) -> AliasPublic:
@@ -180,6 +183,7 @@ def replace_destinations(
     return _alias_public(source, destinations)
 
 
+@retried
 def add_destination(
     session: Session, source: str, destination: str, scope: frozenset[str] | None = None
 ) -> AliasPublic:
@@ -196,6 +200,7 @@ def add_destination(
     return _alias_public(source, [*(r.destination for r in rows), destination])
 
 
+@retried
 def remove_destination(session: Session, source: str, destination: str) -> AliasPublic:
     lock_alias_graph(session)
     rows = _require_alias(session, source)
@@ -211,6 +216,7 @@ def remove_destination(session: Session, source: str, destination: str) -> Alias
     return _alias_public(source, (r.destination for r in rows if r is not match[0]))
 
 
+@retried
 def delete_alias(
     session: Session, source: str, cascade: bool, scope: frozenset[str] | None = None
 ) -> AliasDeleted:

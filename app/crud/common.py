@@ -4,7 +4,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select
+from sqlalchemy import ColumnElement, Select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped
 from sqlmodel import Session, SQLModel, col, select
@@ -19,7 +19,23 @@ SelectT = TypeVar("SelectT", bound=Select[Any])
 
 
 def lock_alias_graph(session: Session) -> None:
-    session.exec(select(Lock).where(Lock.name == ALIAS_GRAPH_LOCK).with_for_update()).first()
+    """Serialise every change to the alias graph, across every database node.
+
+    The lock row is written, not only selected: SELECT ... FOR UPDATE locks a row on
+    one server, and Galera replicates writes only, so two nodes could each hold the
+    "lock" and together commit a cycle. An UPDATE puts the row in the write set: of
+    two transactions on two nodes that both bumped it, certification commits one and
+    refuses the other (1213), which ``retried`` runs again, now seeing the first's
+    edges. On one server it is the row lock it always was (SQLite: BEGIN IMMEDIATE).
+    """
+    bumped = session.exec(
+        update(Lock)
+        .where(col(Lock.name) == ALIAS_GRAPH_LOCK)
+        .values(generation=col(Lock.generation) + 1)
+    )
+    if not bumped.rowcount:  # removed by hand: put it back (a twin insert is a 409)
+        session.add(Lock(name=ALIAS_GRAPH_LOCK, generation=1))
+        session.flush()
 
 
 def commit_or_conflict(session: Session, conflict: errors.Conflict) -> None:

@@ -15,6 +15,7 @@ from app.crud.common import (
     prune_dangling,
     sources_of,
 )
+from app.db import retried
 from app.models import AliasDestination, DomainDeleted, DomainDetail, DomainPublic
 from app.pagination import PageParams
 from app.tables import AliasRow, Domain, Mailbox
@@ -24,6 +25,7 @@ def _domain_public(name: str) -> DomainPublic:
     return DomainPublic(name=name, name_unicode=unicode_domain(name))
 
 
+@retried
 def create_domain(session: Session, name: str) -> DomainPublic:
     if hosted_domain(session, name) is not None:
         raise errors.DomainExists(f"{name} is already hosted", field="name")
@@ -67,6 +69,7 @@ def read_domain(session: Session, name: str, maildir_root: str) -> DomainDetail:
     )
 
 
+@retried
 def delete_domain(session: Session, name: str, cascade: bool, maildir_root: str) -> DomainDeleted:
     lock_alias_graph(session)
     domain = hosted_domain(session, name)

@@ -17,6 +17,7 @@ from app.crud.common import (
     prune_dangling,
     require_hosted,
 )
+from app.db import retried
 from app.models import AliasDestination, MailboxDeleted, MailboxPublic
 from app.pagination import PageParams
 from app.tables import AliasRow, Mailbox
@@ -38,6 +39,7 @@ def _get_mailbox(session: Session, address: str) -> Mailbox:
     return row
 
 
+@retried
 def create_mailbox(
     session: Session, address: str, stored_hash: str, quota: int, maildir_root: str
 ) -> MailboxPublic:
@@ -81,6 +83,7 @@ def read_mailbox(session: Session, address: str, maildir_root: str) -> MailboxPu
     return _mailbox_public(_get_mailbox(session, address), maildir_root)
 
 
+@retried
 def update_mailbox(
     session: Session,
     address: str,
@@ -98,6 +101,7 @@ def update_mailbox(
     return _mailbox_public(row, maildir_root)
 
 
+@retried
 def delete_mailbox(
     session: Session,
     address: str,

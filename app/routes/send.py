@@ -13,7 +13,7 @@ from app.audit import Audit, AuditDep
 from app.auth import WRITE, PrincipalDep
 from app.compose import SendRequest, compose
 from app.config import Settings
-from app.db import open_session
+from app.db import commit, open_session
 from app.deps import SettingsDep, WriteSessionDep
 from app.errors import (
     PROBLEM_MEDIA_TYPE,
@@ -197,7 +197,7 @@ async def _send(
         )
         if previous is not None:
             audit.outcome = "replayed"
-            await run_in_threadpool(session.commit)  # records the replay on the audit trail
+            await run_in_threadpool(commit, session)  # records the replay on the audit trail
             return JSONResponse(
                 previous.response,
                 status_code=previous.status or 200,
@@ -242,6 +242,7 @@ async def _send(
         accepted=relayed.accepted,
         refused=relayed.refused,
     )
+    # The answer and its audit entry commit together.
     if idempotency_key is not None:
         await run_in_threadpool(
             idempotency.finish,
@@ -251,7 +252,8 @@ async def _send(
             200,
             result.model_dump(mode="json"),
         )
-    await run_in_threadpool(session.commit)  # the answer and its audit entry, together
+    else:
+        await run_in_threadpool(commit, session)
     return result
 
 
@@ -277,4 +279,3 @@ def _keep(
 ) -> None:
     with open_session(engine, write=True) as session:
         idempotency.finish(session, key_id, idem_key, status, document)
-        session.commit()
