@@ -584,6 +584,17 @@ migrate() {
     say "mailprov: migrating $DB (through node 1)"
     MAILPROV_DATABASE_URL=$(rw_url "$(node_port 1)") "$MAILPROV" migrate >>"$LOGS/migrate.log" 2>&1 ||
         die "mailprov migrate failed; see $LOGS/migrate.log"
+    # Postfix's and Dovecot's user reads the three ISPmail tables, nothing of mailprov's
+    # own (key hashes, the audit trail): docs/databases.md, section 6.
+    local h t sql=""
+    for h in 127.0.0.1 localhost; do
+        sql+="REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'mailserver'@'$h';"
+        for t in virtual_domains virtual_users virtual_aliases; do
+            sql+="GRANT SELECT ON \`$DB\`.\`$t\` TO 'mailserver'@'$h';"
+        done
+    done
+    node_client 1 -e "$sql"
+    say "db: mailserver may SELECT on $DB.virtual_domains, virtual_users, virtual_aliases"
 }
 
 copy_ready() { curl -fsS --max-time 2 -o /dev/null "http://$HOST:$(copy_port "$1")/ready" 2>/dev/null; }
