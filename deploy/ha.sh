@@ -54,6 +54,9 @@ readonly HOST=127.0.0.1
 readonly PROVIDER=/usr/lib/galera/libgalera_smm.so
 readonly PACKAGES=(mariadb-server mariadb-client galera-4 rsync haproxy curl iproute2)
 
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
+
 readonly SECRETS=$STATE/secrets
 readonly LOGS=$STATE/log
 
@@ -66,7 +69,6 @@ die() {
     printf 'ha: error: %s\n' "$*" >&2
     exit 1
 }
-have() { command -v "$1" >/dev/null 2>&1; }
 need_root() { [[ $EUID -eq 0 ]] || die "must run as root"; }
 
 validate() {
@@ -125,19 +127,6 @@ live_pid() {
 node_pid() { live_pid "$(node_dir "$1")/mysqld.pid" "$(node_dir "$1")/my.cnf"; }
 haproxy_pid() { live_pid "$STATE/haproxy.pid" "$STATE/haproxy/haproxy.cfg"; }
 copy_pid() { live_pid "$STATE/copy$1.pid" "serve --no-migrate --host $HOST --port $(copy_port "$1") "; }
-
-port_listening() {
-    ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
-}
-
-# Wait until "$@" succeeds; 1 after $TIMEOUT seconds.
-wait_until() {
-    local deadline=$((SECONDS + TIMEOUT))
-    until "$@"; do
-        ((SECONDS < deadline)) || return 1
-        sleep 0.5
-    done
-}
 
 # A password kept in the state dir (made once, reused by every start).
 secret() {
@@ -316,7 +305,7 @@ start_node() {
         say "node $n: already running"
         return 0
     fi
-    port_listening "$(node_port "$n")" && die "port $(node_port "$n") is taken by something else"
+    port_open "$(node_port "$n")" && die "port $(node_port "$n") is taken by something else"
     write_node_config "$n"
     if [[ ! -d $dir/data/mysql ]]; then
         if [[ $bootstrap == bootstrap ]]; then
@@ -347,7 +336,7 @@ start_node() {
 
 wait_node() {
     local n=$1
-    if ! wait_until node_synced "$n"; then
+    if ! wait_until "$TIMEOUT" "" node_synced "$n"; then
         tail -n 30 -- "$(node_dir "$n")/error.log" >&2 || true
         die "node $n is not synced after ${TIMEOUT}s (log: $(node_dir "$n")/error.log)"
     fi
@@ -539,7 +528,7 @@ start_haproxy() {
     fi
     local p
     for p in "$SQL_PORT" "$STATS_PORT" $( ((COPIES > 0)) && echo "$HTTP_PORT"); do
-        port_listening "$p" && die "port $p is taken by something else"
+        port_open "$p" && die "port $p is taken by something else"
     done
     say "haproxy: SQL on $HOST:$SQL_PORT$( ((COPIES > 0)) && echo ", HTTP on $HOST:$HTTP_PORT"), stats on $HOST:$STATS_PORT"
     haproxy -D -f "$STATE/haproxy/haproxy.cfg" -p "$STATE/haproxy.pid" >>"$LOGS/haproxy.out" 2>&1 ||
@@ -605,7 +594,7 @@ start_copy() {
         say "copy $c: already running"
         return 0
     fi
-    port_listening "$(copy_port "$c")" && die "port $(copy_port "$c") is taken by something else"
+    port_open "$(copy_port "$c")" && die "port $(copy_port "$c") is taken by something else"
     say "copy $c: mailprov on $HOST:$(copy_port "$c") -> $([[ $COPY_DB == haproxy ]] && echo "HAProxy $SQL_PORT" || echo "node $(copy_node "$c")")"
     # --proxy-headers: the client address is the one HAProxy saw (brute-force counts).
     # The state dir in its command line lets live_pid recognise it.
@@ -617,7 +606,7 @@ start_copy() {
 }
 
 wait_copy() {
-    wait_until copy_ready "$1" || {
+    wait_until "$TIMEOUT" "" copy_ready "$1" || {
         tail -n 30 -- "$LOGS/copy$1.log" >&2 || true
         die "copy $1 is not ready after ${TIMEOUT}s (log: $LOGS/copy$1.log)"
     }
@@ -665,7 +654,7 @@ cmd_start() {
     start_haproxy
     for ((c = 1; c <= COPIES; c++)); do start_copy "$c"; done
     for ((c = 1; c <= COPIES; c++)); do wait_copy "$c"; done
-    wait_until haproxy_all_up || {
+    wait_until "$TIMEOUT" "" haproxy_all_up || {
         haproxy_servers >&2 || true
         die "HAProxy does not see every node and copy up after ${TIMEOUT}s"
     }

@@ -1,8 +1,12 @@
 """Small helpers shared by tests and the live-server harness (fixtures are in
 conftest.py)."""
 
+import shlex
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from subprocess import CompletedProcess
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -84,3 +88,33 @@ def api_routes(app: FastAPI) -> list[RouteContext]:
     ]
     assert routes, "no API routes found: the route walk is broken"
     return routes
+
+
+def run_script(args: list[str], env: dict[str, str], timeout: float) -> CompletedProcess[str]:
+    """A deploy/ script (stack.sh, ha.sh) from the checkout's root, output captured."""
+    return subprocess.run(
+        args,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def output_tail(result: CompletedProcess[str], lines: int = 15) -> str:
+    tail = (result.stdout + result.stderr).strip().splitlines()[-lines:]
+    return "\n".join(tail)
+
+
+def parse_exports(output: str) -> dict[str, str]:
+    """The ``export NAME=value`` lines a deploy/ script's ``env`` prints."""
+    values = {}
+    for line in output.splitlines():
+        if line.startswith("export "):
+            name, _, quoted = line.removeprefix("export ").partition("=")
+            words = shlex.split(quoted)
+            values[name] = " ".join(words)
+    return values

@@ -25,7 +25,7 @@ from app.db import ATTEMPTS, open_session, retried
 from app.metrics import TRANSACTION_RETRIES
 from app.tables import Domain
 from tests.backends import BACKEND
-from tests.conftest import sql
+from tests.helpers import sql
 
 
 class Orig(Exception):

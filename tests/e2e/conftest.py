@@ -21,7 +21,6 @@ the tests are skipped with the reason; with CI=true they fail instead.
 import imaplib
 import os
 import re
-import shlex
 import shutil
 import smtplib
 import ssl
@@ -42,6 +41,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from tests.helpers import output_tail as _output
+from tests.helpers import parse_exports as _parse_env
+from tests.helpers import run_script as _run
 from tests.live import MAILPROV, ROOT, Live, live_server
 
 STACK_SH = ROOT / "deploy" / "stack.sh"
@@ -73,24 +75,6 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(f"e2e: no mail stack here: {reason}")
 
 
-def _run(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        args,
-        env=env,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _output(result: subprocess.CompletedProcess[str], lines: int = 15) -> str:
-    tail = (result.stdout + result.stderr).strip().splitlines()[-lines:]
-    return "\n".join(tail)
-
-
 def _stack_environment(state_dir: Path, database: str) -> dict[str, str]:
     """What stack.sh runs with: the caller's MAILPROV_STACK_* settings do not leak in,
     except the machine's MariaDB port and the timeout."""
@@ -105,16 +89,6 @@ def _stack_environment(state_dir: Path, database: str) -> dict[str, str]:
         "MAILPROV_STACK_AUTH_CACHE_TTL": "0",
         "MAILPROV_STACK_AUTH_FAILURE_DELAY": "0",
     }
-
-
-def _parse_env(output: str) -> dict[str, str]:
-    values = {}
-    for line in output.splitlines():
-        if line.startswith("export "):
-            name, _, quoted = line.removeprefix("export ").partition("=")
-            words = shlex.split(quoted)
-            values[name] = words[0] if words else ""
-    return values
 
 
 def _drop_database(database: str) -> None:
