@@ -1,9 +1,10 @@
 """Settings, read once from the environment (prefix ``MAILPROV_``)."""
 
-from typing import Literal
+import ipaddress
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -56,3 +57,78 @@ class Settings(BaseSettings):
     IDEMPOTENCY_HOURS: int = Field(default=24, ge=1, le=720)
     PAGE_SIZE_DEFAULT: int = Field(default=50, ge=1, le=1000)
     PAGE_SIZE_MAX: int = Field(default=500, ge=1, le=10000)
+
+    # DKIM (app.dkim). With a secret, private keys are stored AES-256-GCM encrypted, so a
+    # database dump alone does not disclose them; `mailprov dkim sync` needs the same
+    # secret on the mail host. PREVIOUS still decrypts while `mailprov dkim reencrypt`
+    # moves every key to the new secret.
+    DKIM_KEY_SECRET: SecretStr | None = None
+    DKIM_KEY_SECRET_PREVIOUS: SecretStr | None = None
+    DKIM_ALGORITHM: Literal["rsa", "ed25519"] = "rsa"
+    DKIM_RSA_BITS: Literal[2048, 3072, 4096] = 2048
+
+    # The records GET /domains/{name}/dns prints (app.records). "{domain}" in a policy
+    # is replaced by the domain's name. MX host: the machine's FQDN when not given.
+    DNS_MX_HOST: str | None = None
+    DNS_MX_PRIORITY: int = Field(default=10, ge=0, le=65535)
+    DNS_SPF: str = "v=spf1 mx -all"
+    DNS_DMARC: str = "v=DMARC1; p=quarantine"
+    DNS_TTL: int = Field(default=3600, ge=60, le=604800)
+    # autoconfig/autodiscover CNAMEs and RFC 6186/8314 SRV records for mail clients.
+    DNS_CLIENT_RECORDS: bool = True
+    # MTA-STS: off, or the policy mode to announce (the policy file is printed too).
+    DNS_MTA_STS: Literal["off", "testing", "enforce"] = "off"
+    DNS_MTA_STS_MAX_AGE: int = Field(default=604800, ge=86400, le=31557600)
+    # TLS reporting (RFC 8460) address, e.g. mailto:tlsrpt@example.org; none: no record.
+    DNS_TLSRPT_RUA: str | None = None
+    # GET /domains/{name}/dns/check asks these (ip or ip:port, [v6]:port; comma-separated);
+    # none: the system's resolvers (/etc/resolv.conf).
+    DNS_RESOLVERS: Annotated[list[str], NoDecode] = []
+    # Seconds one record's lookup may take, retries included.
+    DNS_TIMEOUT: float = Field(default=3.0, gt=0, le=30)
+
+    @field_validator("DNS_RESOLVERS", mode="before")
+    @classmethod
+    def _split_resolvers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.replace(",", " ").split() if part]
+        return value
+
+    @field_validator("DNS_RESOLVERS")
+    @classmethod
+    def _check_resolvers(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_resolver(entry)
+        return value
+
+    @field_validator("DNS_SPF", "DNS_DMARC", "DNS_TLSRPT_RUA")
+    @classmethod
+    def _check_policy(cls, value: str | None) -> str | None:
+        # Printed into zone files and TXT records: printable ASCII without quotes.
+        if value is not None and (
+            not value.isascii() or not value.isprintable() or any(c in value for c in '"\\')
+        ):
+            raise ValueError("must be printable ASCII without quotes or backslashes")
+        return value
+
+
+def parse_resolver(entry: str) -> tuple[str, int]:
+    """``ip``, ``ip:port`` or ``[ipv6]:port`` -> (ip, port); port 53 by default."""
+    host, port = entry, "53"
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{entry!r} is not ip, ip:port or [ipv6]:port")
+            port = rest[1:]
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+    try:
+        address = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"{entry!r} is not ip, ip:port or [ipv6]:port") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"{entry!r}: the port must be 1-65535")
+    return str(address), number
+

@@ -102,6 +102,10 @@ class AliasNotFound(NotFound):
     code, title = "alias-not-found", "Alias not found"
 
 
+class DkimKeyNotFound(NotFound):
+    code, title = "dkim-key-not-found", "DKIM key not found"
+
+
 class Forbidden(Problem):
     status, code, title = 403, "forbidden", "Forbidden"
 
@@ -136,6 +140,14 @@ class StillReferenced(Conflict):
 
 class LastDestination(Conflict):
     code, title = "last-destination", "An alias needs at least one destination"
+
+
+class DkimKeyExists(Conflict):
+    code, title = "dkim-key-exists", "DKIM selector already in use"
+
+
+class DkimKeyActive(Conflict):
+    code, title = "dkim-key-active", "DKIM key is the one signing"
 
 
 class UnsupportedMediaType(Problem):

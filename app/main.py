@@ -20,7 +20,18 @@ from app.errors import install_error_handlers
 from app.middleware import BodyLimit, Instrument, RequestId
 from app.migrate import SCHEMA_HEAD
 from app.openapi import install_openapi
-from app.routes import aliases, audit, domains, health, keys, mailboxes, metrics, send
+from app.routes import (
+    aliases,
+    audit,
+    dkim_keys,
+    dns_records,
+    domains,
+    health,
+    keys,
+    mailboxes,
+    metrics,
+    send,
+)
 from app.routes.docs import install_docs
 
 logger = logging.getLogger("mailprov")
@@ -79,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # bodies only, and every change on the audit trail.
     api = APIRouter(dependencies=[READ, Depends(require_json_body), Depends(audit_trail)])
     api.include_router(domains.router)
+    api.include_router(dkim_keys.router)
+    api.include_router(dns_records.router)
     api.include_router(mailboxes.router)
     api.include_router(aliases.router)
     api.include_router(send.router)

@@ -5,7 +5,8 @@ The API names things for people: a mailbox has an ``address`` (column
 or hash field.
 """
 
-from typing import Annotated, Any, Self
+from datetime import datetime
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -327,3 +328,172 @@ class AliasesPage(Page):
     )  # fmt: skip
 
     items: list[AliasPublic]
+
+
+# ---------------------------------------------------------------- DKIM and DNS
+
+DkimAlgorithm = Literal["rsa", "ed25519"]
+DkimState = Literal["pending", "active", "retired"]
+Selector = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$",
+        description="One DNS label: letters, digits and inner hyphens; lower-cased.",
+        examples=["mp20261201-3fa9"],
+    ),
+]
+
+
+class DkimKeyCreate(Input):
+    model_config = ConfigDict(
+        extra="forbid",
+        **example({}, {"algorithm": "ed25519"}, {"algorithm": "rsa", "bits": 3072,
+                                                  "selector": "s2026"}),
+    )  # fmt: skip
+
+    algorithm: DkimAlgorithm | None = Field(
+        default=None, description="`rsa` or `ed25519`; default MAILPROV_DKIM_ALGORITHM (rsa)."
+    )
+    bits: Literal[2048, 3072, 4096] | None = Field(
+        default=None, description="RSA key size; default MAILPROV_DKIM_RSA_BITS (2048)."
+    )
+    selector: Selector | None = Field(
+        default=None, description="Default: `mp` + today's date + 4 random hex digits."
+    )
+
+    @field_validator("selector")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return None if value is None else value.lower()
+
+    @model_validator(mode="after")
+    def _bits_for_rsa(self) -> Self:
+        if self.bits is not None and self.algorithm == "ed25519":
+            raise ValueError("bits applies to rsa keys only")
+        return self
+
+
+class DkimKeyUpdate(Input):
+    model_config = ConfigDict(extra="forbid", **example({"state": "active"}))
+
+    state: Literal["active"] = Field(
+        description="`active`: sign with this key from now on (the active one is retired)."
+    )
+
+
+class DkimKeyPublic(BaseModel):
+    model_config = example(
+        {"domain": "example.org", "selector": "mp20261201-3fa9", "algorithm": "rsa",
+         "bits": 2048, "state": "active", "created_at": "2026-12-01T10:00:00Z",
+         "activated_at": "2026-12-01T10:00:00Z", "retired_at": None,
+         "record_name": "mp20261201-3fa9._domainkey.example.org.",
+         "record_value": "v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA..."}
+    )  # fmt: skip
+
+    domain: str
+    selector: str
+    algorithm: DkimAlgorithm
+    bits: int
+    state: DkimState = Field(
+        description="`pending`: published, not signing yet; `active`: signs new mail; "
+        "`retired`: no longer signs, still published so mail signed with it verifies."
+    )
+    created_at: datetime
+    activated_at: datetime | None
+    retired_at: datetime | None
+    record_name: str = Field(description="Where the TXT record goes (absolute name).")
+    record_value: str = Field(description="The TXT record's text (the public key).")
+
+
+class DkimKeys(BaseModel):
+    model_config = example(
+        {"domain": "example.org", "items": [
+            {"domain": "example.org", "selector": "mp20261201-3fa9", "algorithm": "ed25519",
+             "bits": 256, "state": "active", "created_at": "2026-12-01T10:00:00Z",
+             "activated_at": "2026-12-01T10:00:00Z", "retired_at": None,
+             "record_name": "mp20261201-3fa9._domainkey.example.org.",
+             "record_value": "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="}]}
+    )  # fmt: skip
+
+    domain: str
+    items: list[DkimKeyPublic] = Field(description="Newest first.")
+
+
+class DkimKeyDeleted(BaseModel):
+    model_config = example(
+        {"domain": "example.org", "selector": "mp20261101-77c0",
+         "record_name": "mp20261101-77c0._domainkey.example.org."}
+    )  # fmt: skip
+
+    domain: str
+    selector: str
+    record_name: str = Field(description="Remove this TXT record from the zone.")
+
+
+class DnsRecord(BaseModel):
+    purpose: str = Field(
+        description="mx, spf, dmarc, dkim, autoconfig, autodiscover, srv-imaps, "
+        "srv-submissions, srv-submission, srv-autodiscover, mta-sts, mta-sts-policy, tlsrpt."
+    )
+    name: str = Field(description="Absolute owner name, with the trailing dot.")
+    type: Literal["MX", "TXT", "CNAME", "SRV"]
+    ttl: int
+    value: str = Field(
+        description="Record data in zone-file form; a TXT record's text unquoted and whole "
+        "(split into 255-byte strings only in `zone`)."
+    )
+    zone: str = Field(description="The record as one zone-file line.")
+    selector: str | None = Field(default=None, description="DKIM records: the selector.")
+    state: DkimState | None = Field(default=None, description="DKIM records: the key's state.")
+
+
+class DnsRecords(BaseModel):
+    model_config = example(
+        {"domain": "example.org", "records": [
+            {"purpose": "mx", "name": "example.org.", "type": "MX", "ttl": 3600,
+             "value": "10 mail.example.net.",
+             "zone": "example.org. 3600 IN MX 10 mail.example.net."},
+            {"purpose": "spf", "name": "example.org.", "type": "TXT", "ttl": 3600,
+             "value": "v=spf1 mx -all", "zone": 'example.org. 3600 IN TXT "v=spf1 mx -all"'}],
+         "mta_sts_policy": None}
+    )  # fmt: skip
+
+    domain: str
+    records: list[DnsRecord]
+    mta_sts_policy: str | None = Field(
+        description="With MTA-STS on: the file to serve at "
+        "https://mta-sts.<domain>/.well-known/mta-sts.txt."
+    )
+
+
+CheckResult = Literal["ok", "missing", "different", "error"]
+
+
+class DnsRecordCheck(DnsRecord):
+    result: CheckResult = Field(
+        description="`ok`; `missing` (no such record); `different` (`found` says what is "
+        "there instead); `error` (could not be resolved: `reason` says why)."
+    )
+    found: list[str] = Field(description="What the resolver answered for this name and type.")
+    reason: str | None = Field(default=None, description="Why the result is not `ok`.")
+
+
+class DnsCheck(BaseModel):
+    model_config = example(
+        {"domain": "example.org", "status": "problems", "resolvers": ["127.0.0.1:53"],
+         "records": [
+             {"purpose": "spf", "name": "example.org.", "type": "TXT", "ttl": 3600,
+              "value": "v=spf1 mx -all", "zone": 'example.org. 3600 IN TXT "v=spf1 mx -all"',
+              "result": "different", "found": ["v=spf1 a -all"],
+              "reason": "the SPF record differs"}]}
+    )  # fmt: skip
+
+    domain: str
+    status: Literal["ok", "problems", "unknown"] = Field(
+        description="`ok`: every record is there; `problems`: some are missing or different; "
+        "`unknown`: none is wrong but some could not be resolved (resolver down, timeout)."
+    )
+    resolvers: list[str] = Field(description="The resolvers asked (`system`: resolv.conf).")
+    records: list[DnsRecordCheck]

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -166,3 +167,34 @@ class SendRate(SQLModel, table=True):
     key_id: str = SQLField(sa_column=Column(String(16), primary_key=True))
     # Microseconds since the epoch: exact on every backend (MariaDB's DATETIME drops them).
     tat: int = SQLField(sa_column=Column(BigInteger, nullable=False))
+
+
+class DkimKey(SQLModel, table=True):
+    """A domain's DKIM key (app.dkim): the private half sealed, the public half as published.
+
+    ``state``: ``pending`` (published, not signing yet), ``active`` (published and
+    signing; at most one a domain) or ``retired`` (published until deleted, so mail
+    signed with it still verifies). ``mailprov dkim sync`` writes what rspamd reads."""
+
+    __tablename__ = "mailprov_dkim_keys"
+    __table_args__ = (
+        UniqueConstraint("domain_id", "selector", name="uq_mailprov_dkim_keys_domain_selector"),
+    )
+
+    id: int | None = SQLField(default=None, sa_column=Column(Integer, primary_key=True))
+    domain_id: int = SQLField(
+        sa_column=Column(
+            Integer, ForeignKey("virtual_domains.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    selector: str = SQLField(sa_column=Column(String(63), nullable=False))
+    algorithm: str = SQLField(sa_column=Column(String(16), nullable=False))
+    bits: int = SQLField(sa_column=Column(Integer, nullable=False))
+    # The p= value of the TXT record: base64 of the public key (DER, or raw Ed25519).
+    public_key: str = SQLField(sa_column=Column(Text, nullable=False))
+    # "aesgcm:..." (encrypted with MAILPROV_DKIM_KEY_SECRET) or "plain:..." (app.dkim).
+    private_key: str = SQLField(sa_column=Column(Text, nullable=False))
+    state: str = SQLField(sa_column=Column(String(16), nullable=False))
+    created_at: datetime = SQLField(sa_column=Column(DateTime, nullable=False))
+    activated_at: datetime | None = SQLField(default=None, sa_column=Column(DateTime))
+    retired_at: datetime | None = SQLField(default=None, sa_column=Column(DateTime))

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 TEST_COST = 4  # bcrypt's minimum: hashing speed is not what these tests measure
 # Every table a test may write, children first.
 TABLES = (
+    "mailprov_dkim_keys",
     "virtual_aliases",
     "virtual_users",
     "virtual_domains",

@@ -43,6 +43,7 @@ MAILPROV_TABLES = (
     "mailprov_audit",
     "mailprov_idempotency",
     "mailprov_send_rate",
+    "mailprov_dkim_keys",
 )
 GUIDE_SQL = Path(__file__).parent / "sql" / f"ispmail_guide_{BACKEND}.sql"
 MAILPROV_CLI = Path(sys.executable).parent / "mailprov"

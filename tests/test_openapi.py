@@ -62,12 +62,15 @@ def test_openapi_examples_are_valid_requests(client: TestClient) -> None:
         AliasCreate,
         AliasUpdate,
         DestinationAdd,
+        DkimKeyCreate,
+        DkimKeyUpdate,
         DomainCreate,
         MailboxCreate,
         MailboxUpdate,
     )
 
-    for model in (AliasCreate, AliasUpdate, DestinationAdd, DomainCreate, MailboxCreate,
+    for model in (AliasCreate, AliasUpdate, DestinationAdd, DkimKeyCreate, DkimKeyUpdate,
+                  DomainCreate, MailboxCreate,
                   MailboxUpdate, KeyCreate, SendRequest):  # fmt: skip
         for example in model.model_json_schema()["examples"]:
             model.model_validate_json(json.dumps(example))

@@ -18,7 +18,7 @@ from app.crud.common import (
 from app.db import retried
 from app.models import AliasDestination, DomainDeleted, DomainDetail, DomainPublic
 from app.pagination import PageParams
-from app.tables import AliasRow, Domain, Mailbox
+from app.tables import AliasRow, DkimKey, Domain, Mailbox
 
 
 def _domain_public(name: str) -> DomainPublic:
@@ -95,6 +95,8 @@ def delete_domain(session: Session, name: str, cascade: bool, maildir_root: str)
     # Explicit deletes rather than trusting ON DELETE CASCADE: an adopted database may lack it.
     session.exec(delete(AliasRow).where(col(AliasRow.domain_id) == domain.id))
     session.exec(delete(Mailbox).where(col(Mailbox.domain_id) == domain.id))
+    # Its DKIM keys go with it, whatever cascade says: they sign for nothing else.
+    session.exec(delete(DkimKey).where(col(DkimKey.domain_id) == domain.id))
     session.delete(domain)
     session.flush()
     removed += prune_dangling(session, sources_of(inbound))
