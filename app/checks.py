@@ -216,6 +216,73 @@ def _limits(settings: Settings) -> list[Finding]:
     return found
 
 
+MIN_DKIM_SECRET_LENGTH = 32
+
+
+def _dkim_and_dns(settings: Settings) -> list[Finding]:
+    found = []
+    production = settings.ENVIRONMENT == "production"
+    for name, secret in (
+        ("MAILPROV_DKIM_KEY_SECRET", settings.DKIM_KEY_SECRET),
+        ("MAILPROV_DKIM_KEY_SECRET_PREVIOUS", settings.DKIM_KEY_SECRET_PREVIOUS),
+    ):
+        if secret is None:
+            continue
+        value = secret.get_secret_value()
+        if value.lower() in KNOWN_PASSWORDS or len(value) < MIN_DKIM_SECRET_LENGTH:
+            found.append(
+                Finding(
+                    "error",
+                    name,
+                    f"must be at least {MIN_DKIM_SECRET_LENGTH} random characters "
+                    "(openssl rand -base64 32)",
+                )
+            )
+    if settings.DKIM_KEY_SECRET_PREVIOUS is not None and settings.DKIM_KEY_SECRET is None:
+        found.append(
+            Finding(
+                "error",
+                "MAILPROV_DKIM_KEY_SECRET_PREVIOUS",
+                "is set without MAILPROV_DKIM_KEY_SECRET",
+            )
+        )
+    if production and settings.DKIM_KEY_SECRET is None:
+        found.append(
+            Finding(
+                "warning",
+                "MAILPROV_DKIM_KEY_SECRET",
+                "is not set: DKIM private keys are stored in clear, a database dump discloses them",
+            )
+        )
+    if not settings.DNS_SPF.lower().startswith("v=spf1"):
+        found.append(Finding("error", "MAILPROV_DNS_SPF", "must start with v=spf1"))
+    if not settings.DNS_DMARC.startswith("v=DMARC1"):
+        found.append(Finding("error", "MAILPROV_DNS_DMARC", "must start with v=DMARC1"))
+    rua = settings.DNS_TLSRPT_RUA
+    if rua is not None and not rua.startswith(("mailto:", "https:")):
+        found.append(Finding("error", "MAILPROV_DNS_TLSRPT_RUA", "must be a mailto: or https: URI"))
+    from app.records import mx_host
+
+    host = mx_host(settings)
+    if production and ("." not in host or host in {"localhost", "localhost.localdomain"}):
+        found.append(
+            Finding(
+                "warning",
+                "MAILPROV_DNS_MX_HOST",
+                f"the MX host would be {host!r}, not a name other servers can find; set it",
+            )
+        )
+    elif production and settings.DNS_MX_HOST is None:
+        found.append(
+            Finding(
+                "warning",
+                "MAILPROV_DNS_MX_HOST",
+                "is not set: the records name this machine's FQDN; set the public host name",
+            )
+        )
+    return found
+
+
 def _env_file() -> list[Finding]:
     path = Path(".env")
     try:
@@ -230,7 +297,13 @@ def _env_file() -> list[Finding]:
 
 def check(settings: Settings) -> list[Finding]:
     """Every finding, errors first."""
-    found = [*_database(settings), *_submission(settings), *_limits(settings), *_env_file()]
+    found = [
+        *_database(settings),
+        *_submission(settings),
+        *_limits(settings),
+        *_dkim_and_dns(settings),
+        *_env_file(),
+    ]
     return sorted(found, key=lambda finding: finding.level != "error")
 
 

@@ -22,6 +22,7 @@ import uvicorn
 from app.config import Settings
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
     from sqlmodel import Session
 
 _uvicorn_bind_socket = uvicorn.Config.bind_socket
@@ -263,6 +264,89 @@ def cmd_audit_purge(_: argparse.Namespace) -> None:
     )
 
 
+def _dkim_secrets(settings: Settings) -> list["SecretStr"]:
+    return [s for s in (settings.DKIM_KEY_SECRET, settings.DKIM_KEY_SECRET_PREVIOUS) if s]
+
+
+def cmd_dkim_sync(args: argparse.Namespace) -> None:
+    import shlex
+    import subprocess
+
+    from app.dkimsync import SyncError, default_group, sync
+
+    settings = Settings()
+    group = args.group if args.group is not None else default_group()
+    try:
+        with _cli_session() as session:
+            result = sync(
+                session, Path(args.dir), Path(args.selector_map), _dkim_secrets(settings), group
+            )
+    except (SyncError, OSError) as exc:
+        sys.exit(f"mailprov: dkim sync: {exc}")
+    for error in result.errors:
+        print(f"mailprov: dkim sync: {error}", file=sys.stderr)
+    print(
+        f"mailprov: dkim sync: {len(result.written)} key file(s) written, "
+        f"{len(result.removed)} removed, {result.unchanged} unchanged; selector map "
+        f"{'changed' if result.map_changed else 'unchanged'} ({result.signing} domain(s) signed)",
+        file=sys.stderr,
+    )
+    if result.changed and args.reload_command:
+        # Run as given (no shell), e.g. "systemctl reload rspamd": rspamd rereads the map now.
+        done = subprocess.run(shlex.split(args.reload_command), check=False)
+        if done.returncode != 0:
+            sys.exit(f"mailprov: dkim sync: {args.reload_command!r} exited {done.returncode}")
+    if result.errors:
+        sys.exit(1)
+
+
+def cmd_dkim_reencrypt(_: argparse.Namespace) -> None:
+    from app.crud.dkim import sealed_keys
+    from app.dkim import KeyUnavailable, is_sealed_with, seal, unseal
+
+    settings = Settings()
+    secret = settings.DKIM_KEY_SECRET
+    if secret is None:
+        sys.exit("mailprov: dkim reencrypt: set MAILPROV_DKIM_KEY_SECRET first")
+    moved = failed = 0
+    with _cli_session(write=True) as session:
+        for domain, key in sealed_keys(session):
+            if is_sealed_with(key.private_key, secret):
+                continue
+            try:
+                private = unseal(key.private_key, domain, key.selector, _dkim_secrets(settings))
+            except KeyUnavailable as exc:
+                print(f"mailprov: dkim reencrypt: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            key.private_key = seal(private, domain, key.selector, secret)
+            session.add(key)
+            moved += 1
+        if moved:
+            _cli_audit(session, "reencrypt_dkim_keys", f"{moved} key(s)")
+        session.commit()
+    print(
+        f"mailprov: dkim reencrypt: {moved} key(s) sealed with the current secret", file=sys.stderr
+    )
+    if failed:
+        sys.exit(1)
+
+
+def cmd_dkim_list(_: argparse.Namespace) -> None:
+    from app.crud.dkim import sealed_keys
+
+    with _cli_session() as session:
+        for domain, key in sealed_keys(session):
+            scheme, _sep, rest = key.private_key.partition(":")
+            stored = f"{scheme}:{rest.partition(':')[0]}" if scheme == "aesgcm" else scheme
+            print(
+                json.dumps(
+                    {"domain": domain, "selector": key.selector, "algorithm": key.algorithm,
+                     "bits": key.bits, "state": key.state, "stored": stored}
+                )
+            )  # fmt: skip
+
+
 def cmd_openapi(args: argparse.Namespace) -> None:
     from app.main import create_app
 
@@ -323,6 +407,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit-purge", help="delete audit entries past the retention")
     audit.set_defaults(func=cmd_audit_purge)
+
+    dkim = sub.add_parser("dkim", help="DKIM keys on the mail host (rspamd)").add_subparsers(
+        dest="dkim", required=True
+    )
+    dkim_sync = dkim.add_parser(
+        "sync", help="write the key files and selector map rspamd signs with (idempotent)"
+    )
+    dkim_sync.add_argument(
+        "--dir", required=True, help="key directory, rspamd's path ($domain.$selector.key)"
+    )
+    dkim_sync.add_argument(
+        "--selector-map", required=True, help="rspamd's selector_map file (domain selector)"
+    )
+    dkim_sync.add_argument(
+        "--group", default=None, help="group that may read the keys (default: _rspamd if it exists)"
+    )
+    dkim_sync.add_argument(
+        "--reload-command",
+        default=None,
+        help="run this when anything changed, e.g. 'systemctl reload rspamd'",
+    )
+    dkim_sync.set_defaults(func=cmd_dkim_sync)
+    dkim.add_parser(
+        "reencrypt",
+        help="seal every key with MAILPROV_DKIM_KEY_SECRET (after setting or changing it)",
+    ).set_defaults(func=cmd_dkim_reencrypt)
+    dkim.add_parser("list", help="list keys as JSON lines (never the private key)").set_defaults(
+        func=cmd_dkim_list
+    )
 
     openapi = sub.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--output", "-o", default="-", help="file, or - for stdout")

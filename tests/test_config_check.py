@@ -19,6 +19,8 @@ SAFE = {
     "SUBMISSION_HOST": "mail.example.org",
     "SUBMISSION_USERNAME": "mailprov@example.org",
     "SUBMISSION_PASSWORD": SecretStr("n0t-a-default-passphrase"),
+    "DKIM_KEY_SECRET": SecretStr("Zq8w3Jm1vH0bPq2LxR7tN5cY9eK4sA6dF1gU0iO3"),
+    "DNS_MX_HOST": "mail.example.org",
 }
 
 
@@ -58,6 +60,18 @@ def test_safe_production_settings_have_no_findings() -> None:
         ({"MAX_BODY_BYTES": 1024 * 1024}, ("warning", "MAILPROV_MAX_BODY_BYTES")),
         ({"MAILDIR_ROOT": "vmail"}, ("error", "MAILPROV_MAILDIR_ROOT")),
         ({"SEND_RATE_LIMIT": 0}, ("warning", "MAILPROV_SEND_RATE_LIMIT")),
+        ({"DKIM_KEY_SECRET": None}, ("warning", "MAILPROV_DKIM_KEY_SECRET")),
+        ({"DKIM_KEY_SECRET": SecretStr("too-short-to-be-a-key")},
+         ("error", "MAILPROV_DKIM_KEY_SECRET")),
+        ({"DKIM_KEY_SECRET_PREVIOUS": SecretStr("changeme")},
+         ("error", "MAILPROV_DKIM_KEY_SECRET_PREVIOUS")),
+        ({"DKIM_KEY_SECRET": None, "DKIM_KEY_SECRET_PREVIOUS": SecretStr("x" * 40)},
+         ("error", "MAILPROV_DKIM_KEY_SECRET_PREVIOUS")),
+        ({"DNS_SPF": "spf1 mx"}, ("error", "MAILPROV_DNS_SPF")),
+        ({"DNS_DMARC": "p=reject"}, ("error", "MAILPROV_DNS_DMARC")),
+        ({"DNS_TLSRPT_RUA": "tlsrpt@example.org"}, ("error", "MAILPROV_DNS_TLSRPT_RUA")),
+        ({"DNS_MX_HOST": "localhost"}, ("warning", "MAILPROV_DNS_MX_HOST")),
+        ({"DNS_MX_HOST": None}, ("warning", "MAILPROV_DNS_MX_HOST")),
         ({"METRICS": "open"}, ("warning", "MAILPROV_METRICS")),
         ({"AUTH_FAILURE_LIMIT": 5000}, ("warning", "MAILPROV_AUTH_FAILURE_LIMIT")),
     ],
