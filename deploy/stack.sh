@@ -12,6 +12,8 @@
 #                             (run after mailprov's migrations if start found no tables)
 #   deploy/stack.sh doveadm ARGS...   doveadm against this stack's configuration
 #   deploy/stack.sh postfix ARGS...   postfix against this stack's configuration
+#   deploy/stack.sh dns-reload        reload the test zone from its file (knotc -b)
+#   deploy/stack.sh rspamd-reload     make rspamd reread its configuration and maps now
 #
 # Environment (all optional):
 #   MAILPROV_STACK_DB          database name (default mailserver; [A-Za-z0-9_] only)
@@ -26,9 +28,13 @@
 #   MAILPROV_STACK_AUTH_FAILURE_DELAY  Dovecot delay after a failed login (default 0;
 #                              Dovecot's own default and the production value: 2 secs)
 #   MAILPROV_STACK_TIMEOUT     seconds to wait for ports / processes (default 30)
+#   MAILPROV_STACK_DNS_PORT    the test name server's port on 127.0.0.1 (default 5300)
+#   MAILPROV_STACK_DNS_ZONE    the zone it serves from $DIR/dns/zones/ZONE.zone
+#                              (default example.org)
 #
 # Ports (fixed, 127.0.0.1 only): SMTP 25 (inbound MX), submission 587 (STARTTLS),
-# submissions 465 (implicit TLS), IMAP 143 (STARTTLS), IMAPS 993.
+# submissions 465 (implicit TLS), IMAP 143 (STARTTLS), IMAPS 993; rspamd's milter
+# 11332 (DKIM signing, issue 19); Knot DNS on MAILPROV_STACK_DNS_PORT (UDP + TCP).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -51,6 +57,8 @@ readonly LISTEN=127.0.0.1
 readonly PORTS=(25 587 465 143 993)
 
 readonly PACKAGES=(postfix postfix-mysql dovecot-core dovecot-imapd dovecot-lmtpd dovecot-mysql)
+# DKIM signing and the test name server (issue 19)
+readonly DKIM_PACKAGES=(rspamd knot)
 readonly EXTRA_PACKAGES=(openssl swaks libnet-ssleay-perl mariadb-client)
 
 # Layout of the state dir
@@ -63,6 +71,18 @@ readonly PF_DATA=$STATE/postfix-data     # data_directory
 readonly DC_CONF=$STATE/dovecot          # dovecot.conf + dovecot-sql.conf.ext
 readonly DC_RUN=$STATE/dovecot-run       # base_dir (sockets, master.pid)
 readonly DC_STATE=$STATE/dovecot-state   # state_dir
+# DKIM signing and the test name server (issue 19)
+readonly DNS_PORT=${MAILPROV_STACK_DNS_PORT:-5300}
+readonly DNS_ZONE=${MAILPROV_STACK_DNS_ZONE:-example.org}
+readonly RSPAMD_CONF=$STATE/rspamd      # rspamd.conf + local.d/dkim_signing.conf
+readonly RSPAMD_RUN=$STATE/rspamd-run   # pidfile
+readonly RSPAMD_DB=$STATE/rspamd-db     # DBDIR (rspamd's own state)
+readonly DKIM_DIR=$STATE/dkim           # key files ($domain.$selector.key), mailprov dkim sync
+readonly DKIM_SELECTOR_MAP=$RSPAMD_CONF/dkim_selectors.map
+readonly DNS_DIR=$STATE/dns             # knot.conf
+readonly DNS_RUN=$STATE/dns-run         # knot's rundir: pidfile, control socket
+readonly DNS_DB=$STATE/dns-db           # knot's databases (journal, timers)
+readonly DNS_ZONES=$DNS_DIR/zones       # ZONE.zone
 
 export DEBIAN_FRONTEND=noninteractive
 export LC_ALL=C
@@ -81,6 +101,8 @@ validate() {
     [[ $STATE == /* && $STATE != *[[:space:]]* ]] || die "MAILPROV_STACK_DIR must be an absolute path without spaces: '$STATE'"
     [[ $MAILDIR_ROOT == /* && $MAILDIR_ROOT != *[[:space:]]* ]] || die "MAILPROV_STACK_MAILDIR_ROOT must be an absolute path without spaces"
     [[ $DB_PORT =~ ^[0-9]+$ ]] || die "MAILPROV_STACK_DB_PORT must be a number"
+    [[ $DNS_PORT =~ ^[0-9]{1,5}$ ]] && ((DNS_PORT > 0 && DNS_PORT < 65536)) || die "MAILPROV_STACK_DNS_PORT must be a port number"
+    [[ $DNS_ZONE =~ ^[a-z0-9]([a-z0-9.-]{0,200}[a-z0-9])?$ ]] || die "MAILPROV_STACK_DNS_ZONE must be a lower-case domain name"
     # unix socket paths are limited to 107 bytes
     local longest=$PF_SPOOL/private/dovecot-lmtp
     ((${#longest} <= 100)) || die "MAILPROV_STACK_DIR is too long for unix socket paths: $longest"
@@ -116,7 +138,7 @@ cmd_install() {
     need_root
     local -a missing=()
     local p
-    for p in "${PACKAGES[@]}" "${EXTRA_PACKAGES[@]}"; do
+    for p in "${PACKAGES[@]}" "${DKIM_PACKAGES[@]}" "${EXTRA_PACKAGES[@]}"; do
         pkg_installed "$p" || missing+=("$p")
     done
     if [[ ${#missing[@]} -eq 0 ]]; then
@@ -371,6 +393,7 @@ relayhost = $(relay_parse)"
         [AUTH_CACHE_TTL]=$([[ $AUTH_CACHE_TTL == 0 ]] && echo "1 hour" || echo "$AUTH_CACHE_TTL")
         [AUTH_FAILURE_DELAY]=$AUTH_FAILURE_DELAY
         [AUTH_PENALTY]=$penalty
+        [MILTERS]=$(milter_config)
     )
     install -d -m 0755 "$STATE" "$LOGS" "$PF_CONF" "$DC_CONF" "$DC_STATE"
     install -d -m 0755 -o postfix -g postfix "$PF_DATA"
@@ -523,24 +546,29 @@ cmd_start() {
     need_root
     validate
     local p
-    for p in "${PACKAGES[@]}"; do
+    for p in "${PACKAGES[@]}" "${DKIM_PACKAGES[@]}"; do
         pkg_installed "$p" || die "package $p is missing; run: $0 install"
     done
     lock
     local t0=$SECONDS
     ensure_vmail
     install -d -m 0755 "$STATE" "$LOGS"
-    reachable "$STATE" postfix dovecot vmail
+    reachable "$STATE" postfix dovecot vmail _rspamd knot
     # Ports held by another program (or by a stack of another state dir): stop
     # now, before setup_db gives the shared DB users this state dir's passwords
     # (which would cut the running stack off from its database).
     dovecot_pid >/dev/null || check_ports_free 143 993
     postfix_pid >/dev/null || check_ports_free 25 587 465
+    rspamd_pid >/dev/null || check_ports_free 11332
+    knot_pid >/dev/null || check_ports_free "$DNS_PORT"
     ensure_mariadb
     setup_db
     setup_tls
     write_config
+    write_dkim_config
     reachable "$MAILDIR_ROOT" vmail
+    start_knot
+    start_rspamd
     start_dovecot
     start_postfix
     # Can the read-only user log in (what Postfix and Dovecot do)?
@@ -549,7 +577,7 @@ cmd_start() {
     "$client" --no-defaults --protocol=tcp -h "$DB_HOST" -P "$DB_PORT" -u mailserver \
         -p"$(secret mailserver)" -N -B -e 'SELECT 1' "$DB" >/dev/null ||
         die "the read-only user mailserver cannot log in to $DB"
-    say "ready in $((SECONDS - t0))s: smtp $LISTEN:25, submission 587, submissions 465, imap 143, imaps 993"
+    say "ready in $((SECONDS - t0))s: smtp $LISTEN:25, submission 587, submissions 465, imap 143, imaps 993, rspamd milter 11332, dns $DNS_PORT ($DNS_ZONE)"
     say "state dir $STATE; shell settings: eval \"\$($0 env)\""
 }
 
@@ -597,6 +625,7 @@ cmd_stop() {
     else
         say "dovecot: not running"
     fi
+    stop_dkim_services
     # Children of the old masters may hold the listening sockets a moment longer.
     local deadline=$((SECONDS + TIMEOUT)) p busy
     busy=""
@@ -636,7 +665,16 @@ cmd_status() {
         say "postfix: not running"
         down=$((down + 1))
     fi
-    for p in "${PORTS[@]}"; do
+    for what in rspamd knot; do
+        if pid=$("${what}_pid"); then
+            say "$what: running (pid $pid)"
+            up=$((up + 1))
+        else
+            say "$what: not running"
+            down=$((down + 1))
+        fi
+    done
+    for p in "${PORTS[@]}" 11332 "$DNS_PORT"; do
         if port_listening "$p"; then line+=" $p:listening"; else line+=" $p:closed"; fi
     done
     say "ports on $LISTEN:$line"
@@ -675,6 +713,13 @@ cmd_env() {
         MAILPROV_STACK_DOVECOT_LOG "$LOGS/dovecot.log"
         MAILPROV_STACK_POSTFIX_CONFIG "$PF_CONF"
         MAILPROV_STACK_DOVECOT_CONFIG "$DC_CONF/dovecot.conf"
+        MAILPROV_STACK_DKIM_DIR "$DKIM_DIR"
+        MAILPROV_STACK_DKIM_SELECTOR_MAP "$DKIM_SELECTOR_MAP"
+        MAILPROV_STACK_RSPAMD_LOG "$LOGS/rspamd.log"
+        MAILPROV_STACK_DNS_HOST "$LISTEN"
+        MAILPROV_STACK_DNS_PORT "$DNS_PORT"
+        MAILPROV_STACK_DNS_ZONE "$DNS_ZONE"
+        MAILPROV_STACK_DNS_ZONE_FILE "$DNS_ZONES/$DNS_ZONE.zone"
     )
     local i
     for ((i = 0; i < ${#kv[@]}; i += 2)); do
@@ -688,6 +733,158 @@ cmd_grant() {
     ensure_mariadb
     tables_present || die "the tables virtual_domains, virtual_users, virtual_aliases are not in $DB (run mailprov's migrations first)"
     grant_readonly
+}
+
+# ---------------------------------------------------------------- DKIM: rspamd + Knot DNS (issue 19)
+
+# Postfix hands every message to rspamd, as the ISPmail guide sets it up; rspamd
+# signs mail from logged-in users (local.d/dkim_signing.conf) and nothing else here.
+milter_config() {
+    printf '%s\n' \
+        "smtpd_milters = inet:$LISTEN:11332" \
+        'non_smtpd_milters = $smtpd_milters' \
+        '# Without rspamd, mail still flows (unsigned) rather than waiting in the queue.' \
+        'milter_default_action = accept'
+}
+
+write_dkim_config() {
+    SUBST+=(
+        [RSPAMD_CONF]=$RSPAMD_CONF [RSPAMD_RUN]=$RSPAMD_RUN
+        [DKIM_DIR]=$DKIM_DIR [DKIM_SELECTOR_MAP]=$DKIM_SELECTOR_MAP
+        [DNS_PORT]=$DNS_PORT [DNS_ZONE]=$DNS_ZONE [DNS_RUN]=$DNS_RUN
+        [DNS_DB]=$DNS_DB [DNS_ZONES]=$DNS_ZONES
+    )
+    install -d -m 0755 "$RSPAMD_CONF" "$RSPAMD_CONF/local.d" "$DNS_DIR" "$DNS_ZONES"
+    install -d -m 0755 -o _rspamd -g _rspamd "$RSPAMD_RUN" "$RSPAMD_DB"
+    install -d -m 0755 -o knot -g knot "$DNS_RUN" "$DNS_DB"
+    # The keys: only root writes them (mailprov dkim sync), only _rspamd reads them.
+    install -d -m 0750 -g _rspamd "$DKIM_DIR"
+    render "$HERE/rspamd/rspamd.conf.in" "$RSPAMD_CONF/rspamd.conf" 0644 root:root
+    render "$HERE/rspamd/dkim_signing.conf.in" "$RSPAMD_CONF/local.d/dkim_signing.conf" 0644 root:root
+    render "$HERE/knot/knot.conf.in" "$DNS_DIR/knot.conf" 0644 root:root
+    [[ -e $DKIM_SELECTOR_MAP ]] || install -m 0644 /dev/null "$DKIM_SELECTOR_MAP"
+    # rspamd's workers write their log lines themselves, as _rspamd.
+    touch "$LOGS/rspamd.log" && chown _rspamd:_rspamd "$LOGS/rspamd.log"
+    touch "$LOGS/knot.log" && chown knot:knot "$LOGS/knot.log"
+    local zone=$DNS_ZONES/$DNS_ZONE.zone
+    if [[ ! -s $zone ]]; then
+        # An empty zone (SOA and NS only); tests write their records into this file.
+        printf '%s\n' "\$ORIGIN $DNS_ZONE." '$TTL 60' \
+            "@ IN SOA ns.$DNS_ZONE. hostmaster.$DNS_ZONE. 1 60 60 600 5" \
+            "@ IN NS ns.$DNS_ZONE." "ns IN A 127.0.0.1" >"$zone"
+        chmod 0644 "$zone"
+    fi
+    knotc -c "$DNS_DIR/knot.conf" conf-check >>"$LOGS/knot-start.log" 2>&1 ||
+        { tail -n 20 "$LOGS/knot-start.log" >&2; die "knotc conf-check rejects $DNS_DIR/knot.conf"; }
+    rspamadm configtest -c "$RSPAMD_CONF/rspamd.conf" >>"$LOGS/rspamd-start.log" 2>&1 ||
+        { tail -n 20 "$LOGS/rspamd-start.log" >&2; die "rspamadm configtest rejects $RSPAMD_CONF/rspamd.conf"; }
+}
+
+rspamd_pid() {
+    local pid
+    [[ -r $RSPAMD_RUN/rspamd.pid ]] || return 1
+    pid=$(tr -d ' \n' <"$RSPAMD_RUN/rspamd.pid")
+    [[ $pid =~ ^[0-9]+$ ]] && pid_alive "$pid" || return 1
+    [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == */rspamd ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+knot_pid() {
+    local pid
+    [[ -r $DNS_RUN/knot.pid ]] || return 1
+    pid=$(tr -d ' \n' <"$DNS_RUN/knot.pid")
+    [[ $pid =~ ^[0-9]+$ ]] && pid_alive "$pid" || return 1
+    [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == */knotd ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+rspamd_port() { port_listening 11332 && port_open 11332; }
+knot_port() { port_listening "$DNS_PORT"; }
+
+start_rspamd() {
+    if rspamd_pid >/dev/null; then
+        cmd_rspamd_reload
+        return 0
+    fi
+    say "rspamd: starting"
+    # Debian's DBDIR and pattern caches stay as they are; this instance's state is ours.
+    rspamd -c "$RSPAMD_CONF/rspamd.conf" -u _rspamd -g _rspamd --var "DBDIR=$RSPAMD_DB" \
+        </dev/null >>"$LOGS/rspamd-start.log" 2>&1 9>&- ||
+        { tail -n 20 "$LOGS/rspamd-start.log" "$LOGS/rspamd.log" >&2 2>/dev/null; die "rspamd failed to start"; }
+    # The first start on a host compiles rspamd's pattern caches (up to a minute on a
+    # busy machine); later starts take a few seconds.
+    local deadline=$((SECONDS + TIMEOUT * 4))
+    until rspamd_port; do
+        if ((SECONDS >= deadline)); then
+            tail -n 20 "$LOGS/rspamd.log" >&2 2>/dev/null
+            die "rspamd is not ready within $((TIMEOUT * 4))s (log: $LOGS/rspamd.log)"
+        fi
+        sleep 0.2
+    done
+}
+
+start_knot() {
+    if knot_pid >/dev/null; then
+        say "knot: running; reloading"
+        knotc -c "$DNS_DIR/knot.conf" -b reload >>"$LOGS/knot-start.log" 2>&1 ||
+            die "knotc reload failed (see $LOGS/knot-start.log)"
+        return 0
+    fi
+    say "knot: starting (zone $DNS_ZONE on $LISTEN:$DNS_PORT)"
+    knotd -c "$DNS_DIR/knot.conf" -d </dev/null >>"$LOGS/knot-start.log" 2>&1 9>&- ||
+        { tail -n 20 "$LOGS/knot-start.log" "$LOGS/knot.log" >&2 2>/dev/null; die "knotd failed to start"; }
+    wait_for "knot port $DNS_PORT" "" knot_port ||
+        { tail -n 20 "$LOGS/knot.log" >&2 2>/dev/null; die "knot is not ready (log: $LOGS/knot.log)"; }
+}
+
+stop_dkim_services() {
+    local pid
+    if pid=$(rspamd_pid); then
+        say "rspamd: stopping (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        stop_pid rspamd "$pid"
+        ports+=(11332)
+    else
+        say "rspamd: not running"
+    fi
+    if pid=$(knot_pid); then
+        say "knot: stopping (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        stop_pid knot "$pid"
+        ports+=("$DNS_PORT")
+    else
+        say "knot: not running"
+    fi
+}
+
+cmd_dns_reload() {
+    need_root
+    knot_pid >/dev/null || die "knot is not running; run: $0 start"
+    # -b: answer only when the zone file is loaded (or refused).
+    knotc -c "$DNS_DIR/knot.conf" -b zone-reload "$DNS_ZONE" ||
+        die "knot refused $DNS_ZONES/$DNS_ZONE.zone (see $LOGS/knot.log)"
+}
+
+# SIGHUP: rspamd rereads its configuration and maps and replaces its workers.
+cmd_rspamd_reload() {
+    need_root
+    local pid old
+    pid=$(rspamd_pid) || die "rspamd is not running; run: $0 start"
+    old=$(pgrep -P "$pid" -f 'rspamd_proxy' | tr '\n' ' ') || true
+    say "rspamd: reloading (pid $pid)"
+    kill -HUP "$pid"
+    # Ready again when a new proxy worker listens and the old ones are gone.
+    local deadline=$((SECONDS + TIMEOUT)) now
+    while ((SECONDS < deadline)); do
+        now=$(pgrep -P "$pid" -f 'rspamd_proxy' | tr '\n' ' ') || true
+        if [[ -n $now && $now != "$old" ]] && rspamd_port; then
+            local p gone=1
+            for p in $old; do pid_alive "$p" && gone=0; done
+            ((gone)) && return 0
+        fi
+        sleep 0.1
+    done
+    die "rspamd did not come back within ${TIMEOUT}s (log: $LOGS/rspamd.log)"
 }
 
 usage() {
@@ -706,6 +903,8 @@ main() {
     grant) cmd_grant ;;
     doveadm) exec doveadm -c "$DC_CONF/dovecot.conf" "$@" ;;
     postfix) exec postfix -c "$PF_CONF" "$@" ;;
+    dns-reload) cmd_dns_reload ;;
+    rspamd-reload) cmd_rspamd_reload ;;
     -h | --help | help) usage ;;
     *)
         usage >&2
