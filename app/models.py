@@ -350,7 +350,7 @@ class DkimKeyCreate(Input):
     model_config = ConfigDict(
         extra="forbid",
         **example({}, {"algorithm": "ed25519"}, {"algorithm": "rsa", "bits": 3072,
-                                                  "selector": "s2026"}),
+                                                  "selector": "s2026"}, {"activate": True}),
     )  # fmt: skip
 
     algorithm: DkimAlgorithm | None = Field(
@@ -361,6 +361,11 @@ class DkimKeyCreate(Input):
     )
     selector: Selector | None = Field(
         default=None, description="Default: `mp` + today's date + 4 random hex digits."
+    )
+    activate: bool = Field(
+        default=False,
+        description="Rotate now: the new key signs at once and the active one is retired "
+        "(still published). Default: the domain's first key signs, later ones wait `pending`.",
     )
 
     @field_validator("selector")

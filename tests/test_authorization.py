@@ -60,10 +60,6 @@ MATRIX: dict[tuple[str, str], tuple[Call, tuple[int, int, int, int]]] = {
         Call("POST", "/domains/example.org/dkim", {"algorithm": "ed25519"}),
         (403, 403, 201, 201),
     ),
-    ("POST", "/domains/{name}/dkim/rotate"): (
-        Call("POST", "/domains/example.org/dkim/rotate", {"algorithm": "ed25519"}),
-        (403, 403, 201, 201),
-    ),
     ("PATCH", "/domains/{name}/dkim/{selector}"): (
         Call("PATCH", "/domains/example.org/dkim/next", {"state": "active"}),
         (403, 403, 200, 200),

@@ -136,7 +136,9 @@ def test_second_key_waits_pending_until_activated(sealed: TestClient) -> None:
 
 def test_rotate_makes_new_key_active_and_keeps_old_published(sealed: TestClient) -> None:
     sealed.post("/domains/example.org/dkim", json={"selector": "old", "algorithm": "ed25519"})
-    rotated = sealed.post("/domains/example.org/dkim/rotate", json={"algorithm": "ed25519"})
+    rotated = sealed.post(
+        "/domains/example.org/dkim", json={"algorithm": "ed25519", "activate": True}
+    )
     assert rotated.status_code == 201
     new = rotated.json()["selector"]
     assert states(sealed) == {"old": "retired", new: "active"}

@@ -73,43 +73,16 @@ def create_dkim_key(
     The domain's first key signs at once (`active`). A further key is `pending`:
     publish its record, check it (`GET /domains/{name}/dns/check`), then activate it
     with `PATCH .../dkim/{selector}` `{"state": "active"}` -- a rotation no receiver sees fail.
+    `"activate": true` rotates at once: the new key signs, the previous active key is
+    `retired` and stays published (so mail already signed with it still verifies)
+    until you delete it; publish the new record before the next sync.
     rspamd signs with the active key once `mailprov dkim sync` has run on the mail
     host. A domain-scoped key may manage its own domains' keys.
     """
     require_domain(principal, name, "name")
     selector, new, sealed = _new_key(name, body, settings)
     audit.target = dkim.record_name(selector, name)
-    created = rules.add_key(session, name, selector, new, sealed, activate=False)
-    response.headers["Location"] = f"/domains/{name}/dkim/{selector}"
-    return created
-
-
-@router.post(
-    "/rotate",
-    status_code=status.HTTP_201_CREATED,
-    operation_id="rotate_dkim_key",
-    summary="Rotate to a new DKIM key now",
-    dependencies=[WRITE],
-    responses=problem_responses(400, 403, 404, 409, 415, 422),
-)
-def rotate_dkim_key(
-    name: DomainPath,
-    body: DkimKeyCreate,
-    session: WriteSessionDep,
-    settings: SettingsDep,
-    principal: PrincipalDep,
-    audit: AuditDep,
-    response: Response,
-) -> DkimKeyPublic:
-    """Make a new key and make it the active one at once; the previous active key is
-    `retired` and stays published (so mail already signed with it still verifies)
-    until you delete it. Publish the new record before the next `mailprov dkim sync`,
-    or receivers see signatures they cannot verify until it is there.
-    """
-    require_domain(principal, name, "name")
-    selector, new, sealed = _new_key(name, body, settings)
-    audit.target = dkim.record_name(selector, name)
-    created = rules.add_key(session, name, selector, new, sealed, activate=True)
+    created = rules.add_key(session, name, selector, new, sealed, activate=body.activate)
     response.headers["Location"] = f"/domains/{name}/dkim/{selector}"
     return created
 

@@ -217,7 +217,7 @@ def test_rotation_signs_with_the_new_key_and_the_old_one_still_verifies(
     before = send(dapi, stack, dkim_domain, f"before rotation {uuid.uuid4().hex[:8]}")
     assert signature(before, stack)["s"] == old
 
-    rotated = dapi.post(f"/domains/{dkim_domain}/dkim/rotate", json={})
+    rotated = dapi.post(f"/domains/{dkim_domain}/dkim", json={"activate": True})
     assert rotated.status_code == 201, rotated.text
     new = rotated.json()["selector"]
     states = {
