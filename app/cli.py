@@ -291,7 +291,7 @@ def cmd_dkim_sync(args: argparse.Namespace) -> None:
         f"{'changed' if result.map_changed else 'unchanged'} ({result.signing} domain(s) signed)",
         file=sys.stderr,
     )
-    if result.changed and args.reload_command:
+    if result.needs_reload and args.reload_command:
         # Run as given (no shell), e.g. "systemctl reload rspamd": rspamd rereads the map now.
         done = subprocess.run(shlex.split(args.reload_command), check=False)
         if done.returncode != 0:
@@ -426,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     dkim_sync.add_argument(
         "--reload-command",
         default=None,
-        help="run this when anything changed, e.g. 'systemctl reload rspamd'",
+        help="run this when the map or a key file changed, e.g. 'systemctl reload rspamd'",
     )
     dkim_sync.set_defaults(func=cmd_dkim_sync)
     dkim.add_parser(

@@ -59,6 +59,12 @@ class SyncResult:
     def changed(self) -> bool:
         return bool(self.written or self.removed or self.map_changed)
 
+    @property
+    def needs_reload(self) -> bool:
+        """rspamd must reread: the map, or a key file it may sign with, is new.
+        A removed file is one the map no longer names: nothing to reread."""
+        return bool(self.written or self.map_changed)
+
 
 def group_id(name: str | None) -> int | None:
     """The gid of ``name``; None for no group change. Raises SyncError if unknown."""
