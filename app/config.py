@@ -101,6 +101,15 @@ class Settings(BaseSettings):
             parse_resolver(entry)
         return value
 
+    @field_validator("DNS_MX_HOST")
+    @classmethod
+    def _check_host(cls, value: str | None) -> str | None:
+        if value is not None:
+            from app.addresses import normalize_domain
+
+            normalize_domain(value.strip().rstrip("."), max_bytes=253)
+        return value
+
     @field_validator("DNS_SPF", "DNS_DMARC", "DNS_TLSRPT_RUA")
     @classmethod
     def _check_policy(cls, value: str | None) -> str | None:

@@ -7,10 +7,11 @@ import dns.rdataclass
 import dns.zone
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from app import dnscheck
-from app.config import Settings
+from app.config import Settings, parse_resolver
 from app.models import DnsRecord
 from app.records import txt_rdata_text
 from tests.conftest import _empty, api_client
@@ -161,3 +162,39 @@ def test_judge_found_records(
 def test_txt_rdata_splits_long_text_at_255_bytes() -> None:
     text = txt_rdata_text("x" * 600)
     assert [len(part.strip('"')) for part in text.split(" ")] == [255, 255, 90]
+
+
+# ---------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(
+    ("given", "parsed"),
+    [
+        ("127.0.0.1", ("127.0.0.1", 53)),
+        ("127.0.0.1:5300", ("127.0.0.1", 5300)),
+        ("[::1]:5300", ("::1", 5300)),
+        ("::1", ("::1", 53)),
+        ("[2001:db8::1]", ("2001:db8::1", 53)),
+    ],
+)
+def test_parse_resolver_accepts_ip_and_port(given: str, parsed: tuple[str, int]) -> None:
+    assert parse_resolver(given) == parsed
+
+
+@pytest.mark.parametrize("given", ["dns.example.org", "127.0.0.1:0", "127.0.0.1:70000",
+                                   "[::1]5300", "1.2.3.4:x", ""])  # fmt: skip
+def test_parse_resolver_refuses_names_and_bad_ports(given: str) -> None:
+    with pytest.raises(ValueError):
+        parse_resolver(given)
+
+
+def test_settings_split_resolvers_and_refuse_bad_values() -> None:
+    assert Settings(DNS_RESOLVERS="127.0.0.1:5300, [::1]:53 9.9.9.9").DNS_RESOLVERS == [
+        "127.0.0.1:5300",
+        "[::1]:53",
+        "9.9.9.9",
+    ]
+    for bad in ({"DNS_RESOLVERS": "ns.example.org"}, {"DNS_MX_HOST": "mail example"},
+                {"DNS_SPF": 'v=spf1 "mx"'}, {"DNS_DMARC": "v=DMARC1; p=reject\n"}):  # fmt: skip
+        with pytest.raises(ValidationError):
+            Settings(**bad)  # type: ignore[arg-type]

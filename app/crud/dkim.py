@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from app import dkim, errors
 from app.clock import aware, utcnow
-from app.crud.common import commit_or_conflict, hosted_domain
+from app.crud.common import commit_or_conflict
 from app.models import DkimKeyDeleted, DkimKeyPublic, DkimKeys
 from app.tables import DkimKey, Domain
 
@@ -158,7 +158,3 @@ def sealed_keys(session: Session) -> list[tuple[str, DkimKey]]:
         .order_by(col(Domain.name), col(DkimKey.selector))
     ).all()
     return [(domain, key) for domain, key in rows]
-
-
-def domain_exists(session: Session, name: str) -> bool:
-    return hosted_domain(session, name) is not None
