@@ -140,4 +140,3 @@ def parse_resolver(entry: str) -> tuple[str, int]:
     if not 0 < number < 65536:
         raise ValueError(f"{entry!r}: the port must be 1-65535")
     return str(address), number
-

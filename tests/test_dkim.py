@@ -20,8 +20,7 @@ from app import dkim
 from app.config import Settings
 from app.db import open_session
 from app.dkimsync import MANIFEST, SyncResult, sync
-from tests.conftest import api_client, sql
-from tests.helpers import bearer, make_key
+from tests.helpers import api_client, bearer, empty_database, make_key, sql
 from tests.live import MAILPROV
 
 SECRET = SecretStr("k" * 20 + "-a-test-secret-of-40-chars")
@@ -35,9 +34,7 @@ def sealed(settings: Settings, engine: Engine) -> Iterator[TestClient]:
     with api_client(settings.model_copy(update={"DKIM_KEY_SECRET": SECRET})) as client:
         assert client.post("/domains", json={"name": "example.org"}).status_code == 201
         yield client
-    from tests.conftest import _empty
-
-    _empty(engine)
+    empty_database(engine)
 
 
 def stored(engine: Engine, selector: str) -> str:
@@ -180,9 +177,7 @@ def test_create_key_without_secret_stores_it_plain(settings: Settings, engine: E
             "selector"
         ]
         assert stored(engine, selector).startswith("plain:")
-    from tests.conftest import _empty
-
-    _empty(engine)
+    empty_database(engine)
 
 
 @pytest.mark.slow
@@ -211,9 +206,7 @@ def test_reencrypt_seals_plain_and_previous_keys_with_the_current_secret(
     refused = subprocess.run([str(MAILPROV), "dkim", "reencrypt"], env=without,
                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert refused.returncode == 1 and "MAILPROV_DKIM_KEY_SECRET" in refused.stderr
-    from tests.conftest import _empty
-
-    _empty(engine)
+    empty_database(engine)
 
 
 # ---------------------------------------------------------------- sealing

@@ -14,7 +14,7 @@ from app import dnscheck
 from app.config import Settings, parse_resolver
 from app.models import DnsRecord
 from app.records import txt_rdata_text
-from tests.conftest import _empty, api_client
+from tests.helpers import api_client, empty_database
 
 DNS = {
     "DNS_MX_HOST": "mail.example.net",
@@ -33,7 +33,7 @@ def dns_client(
     with api_client(settings.model_copy(update=DNS | extra)) as client:
         assert client.post("/domains", json={"name": "example.org"}).status_code == 201
         yield client
-    _empty(engine)
+    empty_database(engine)
 
 
 def by_purpose(client: TestClient) -> dict[str, list[dict[str, object]]]:

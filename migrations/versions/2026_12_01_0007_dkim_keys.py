@@ -1,7 +1,7 @@
 """mailprov's own table of DKIM keys per domain.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-01
 
 Postfix and Dovecot never read it; `mailprov dkim sync` turns it into the key
@@ -11,8 +11,8 @@ files and selector map rspamd reads.
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels = None
 depends_on = None
 
